@@ -1,0 +1,166 @@
+"""Order intake: validate, authorise payment, then record order, lines and reservations in one transaction."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from core.commands import PlaceOrder, RenderAsset
+from core.errors import Conflict, IdempotencyConflict, OutOfStock, Problem, ValidationFailed
+from core.model import Customer, Order, OrderLine, PrintJob
+from core.ports import Ids, Payments
+from core.text import ProhibitedWords
+from core.validation import validate_order
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlacedOrder:
+    """What the storefront gets back; stored verbatim for Idempotency-Key replays."""
+
+    id: str
+    number: str
+    status: str
+    total_cents: int
+    currency: str
+
+    def as_response(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntakeResult:
+    order: PlacedOrder | dict[str, Any]
+    created: bool
+
+
+@lru_cache(maxsize=4)
+def _prohibited(words: tuple[str, ...]) -> ProhibitedWords:
+    return ProhibitedWords(words)
+
+
+def place_order(cmd: PlaceOrder, *, uow, payments: Payments, ids: Ids, now: datetime, source: str,
+                max_quantity: int, idempotency_key: str | None = None,
+                request_hash: str | None = None) -> IntakeResult:
+    """Accept a checkout atomically, or refuse it having recorded nothing but a rejection count.
+
+    The payment is authorised before the transaction (no network call inside it) and voided if the
+    transaction does not commit, so a failed checkout never leaves a charge or a reservation behind.
+
+    Raises:
+        ValidationFailed: one or more fields break the rules (OutOfStock when stock ran out meanwhile).
+        IdempotencyConflict: the Idempotency-Key was used before with another body.
+        PaymentDeclined: the card was refused.
+    """
+    with uow:
+        replay = _replay(uow, cmd, idempotency_key, request_hash)
+        if replay is not None:
+            return replay
+        skus = sorted({line.sku for line in cmd.lines})
+        variants = uow.catalogue.variants(skus)
+        problems = validate_order(
+            cmd, variants=variants,
+            artworks=uow.artworks.infos([line.artwork_id for line in cmd.lines if line.artwork_id]),
+            available=uow.stock.available(skus), prohibited=_prohibited(uow.catalogue.prohibited_words()),
+            max_quantity=max_quantity)
+    if problems:
+        _count_rejections(uow, cmd, problems, now)
+        raise ValidationFailed(problems)
+
+    total = sum(variants[line.sku].price_cents * line.quantity for line in cmd.lines)
+    total += uow.catalogue.shipping_surcharge(cmd.shipping_speed)
+    currency = uow.catalogue.currency
+    authorization = payments.authorize(amount_cents=total, currency=currency,
+                                       idempotency_key=f"{cmd.channel}:{cmd.external_id}")
+    try:
+        placed = _record(cmd, uow=uow, ids=ids, variants=variants, total=total, currency=currency,
+                         authorization=authorization, now=now, source=source,
+                         idempotency_key=idempotency_key, request_hash=request_hash)
+    except OutOfStock as refused:
+        payments.void(authorization)
+        _count_rejections(uow, cmd, refused.problems, now)
+        raise
+    except Conflict:
+        payments.void(authorization)
+        with uow:  # a concurrent duplicate of this very checkout committed first: answer with it
+            replay = _replay(uow, cmd, idempotency_key, request_hash)
+        if replay is None:
+            raise
+        return replay
+    except BaseException:
+        payments.void(authorization)
+        raise
+    log.info("order %s accepted (%s units)", placed.id, sum(line.quantity for line in cmd.lines))
+    return IntakeResult(order=placed, created=True)
+
+
+def _replay(uow, cmd: PlaceOrder, idempotency_key: str | None, request_hash: str | None) -> IntakeResult | None:
+    if idempotency_key:
+        seen = uow.idempotency.get(idempotency_key)
+        if seen is not None:
+            first_hash, response = seen
+            if first_hash != request_hash:
+                raise IdempotencyConflict("This Idempotency-Key was already used for a different order.")
+            return IntakeResult(order=response, created=False)
+    existing = uow.orders.by_external(str(cmd.channel), cmd.external_id)
+    if existing is not None:
+        return IntakeResult(order=_summary(existing), created=False)
+    return None
+
+
+def _summary(order: Order) -> PlacedOrder:
+    return PlacedOrder(id=order.id, number=order.number, status=str(order.status),
+                       total_cents=order.total_cents, currency=order.currency)
+
+
+def _record(cmd: PlaceOrder, *, uow, ids: Ids, variants, total: int, currency: str, authorization: str,
+            now: datetime, source: str, idempotency_key: str | None, request_hash: str | None) -> PlacedOrder:
+    order_id = ids.new("ord")
+    with uow:
+        lines = []
+        shortages = []
+        for i, req in enumerate(cmd.lines):
+            line_id = ids.new("line")
+            partner = uow.stock.reserve(sku=req.sku, quantity=req.quantity, order_id=order_id, line_id=line_id,
+                                        at=now)
+            if partner is None:
+                shortages.append(Problem(field=f"lines[{i}].sku", code="out_of_stock",
+                                         message="Sorry, this product just sold out."))
+            variant = variants[req.sku]
+            lines.append(OrderLine(id=line_id, line_no=i + 1, sku=req.sku, quantity=req.quantity,
+                                   artwork_id=req.artwork_id, texts=req.texts, template_key=variant.template.key,
+                                   template_version=variant.template.version,
+                                   unit_price_cents=variant.price_cents, partner_id=partner))
+        if shortages:
+            raise OutOfStock(shortages)
+        customer = uow.customers.by_email(cmd.customer.email)
+        if customer is None:
+            customer = Customer(id=ids.new("cus"), name=cmd.customer.name, email=cmd.customer.email.strip(),
+                                phone=cmd.customer.phone, address=cmd.shipping_address, created_at=now)
+            uow.customers.add(customer)
+        order = Order(id=order_id, number=ids.order_number(), channel=str(cmd.channel),
+                      external_id=cmd.external_id, customer=customer, shipping_address=cmd.shipping_address,
+                      shipping_speed=cmd.shipping_speed, lines=lines, total_cents=total, currency=currency,
+                      payment_authorization=authorization, placed_at=now, source=source)
+        uow.orders.add(order)
+        for line in lines:
+            for unit in range(line.quantity):
+                uow.jobs.add(PrintJob(id=ids.new("job"), order_id=order_id, line_id=line.id,
+                                      unit_index=unit + 1, created_at=now))
+        placed = _summary(order)
+        if idempotency_key:
+            uow.idempotency.put(idempotency_key, request_hash or "", placed.as_response(), now)
+        uow.defer(RenderAsset(order_id=order_id))
+        uow.commit()
+    return placed
+
+
+def _count_rejections(uow, cmd: PlaceOrder, problems: list[Problem], now: datetime) -> None:
+    """Counted by reason and channel only: the metrics need the why, never the who."""
+    with uow:
+        uow.rejections.record(channel=str(cmd.channel), codes=[p.code for p in problems], at=now)
+        uow.commit()

@@ -1,0 +1,96 @@
+"""Settings: read once from the environment at a composition root, then passed around as a value."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+from core.states import OrderStatus
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEADLINES_S: Mapping[OrderStatus, float] = MappingProxyType({
+    OrderStatus.ACCEPTED: 60.0,
+    OrderStatus.RENDERING: 300.0,
+    OrderStatus.READY_FOR_PRODUCTION: 900.0,
+    OrderStatus.IN_PRODUCTION: 4 * 3600.0,
+    OrderStatus.QA: 600.0,
+    OrderStatus.READY_TO_SHIP: 600.0,
+    OrderStatus.LABEL_CREATED: 24 * 3600.0,
+})
+"""How long an order may sit in a status before the reconciler sends its stage message again."""
+
+
+def _dev_key(label: str) -> str:
+    # Deterministic, public, for the embedded demo only: production refuses to start without real keys.
+    return base64.urlsafe_b64encode(hashlib.sha256(f"pressroom-dev-{label}".encode()).digest()).decode()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    environment: str = "dev"
+    database_url: str = "sqlite:///var/pressroom.db"
+    redis_url: str = "redis://127.0.0.1:6390/0"
+    pii_keys: tuple[str, ...] = ()
+    blind_index_key: str = ""
+    shopify_webhook_secret: str = "shpss_dev_secret"
+    payment_decline_rate: float = 0.0
+    object_store_dir: str = "var/objects"
+    api_url: str = "http://127.0.0.1:8000"
+    dashboard_url: str = "http://127.0.0.1:8501"
+    prometheus_host: str = "127.0.0.1"
+    prometheus_port: int = 9191
+    broker_heartbeat_timeout_ms: int = 5_000
+    broker_maintenance_chance: int = 1_000
+    reconcile_every_s: float = 5.0
+    stage_deadlines_s: Mapping[OrderStatus, float] = field(default_factory=lambda: DEFAULT_DEADLINES_S)
+    max_quantity: int = 100
+    login_attempts_before_lockout: int = 5
+    login_lockout_s: float = 300.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Build settings from an environment mapping (os.environ at the composition roots).
+
+        Raises:
+            ValueError: production without encryption keys, or a malformed number.
+        """
+        environment = env.get("PRESSROOM_ENV", "dev")
+        keys = tuple(k.strip() for k in env.get("PRESSROOM_PII_KEYS", "").split(",") if k.strip())
+        blind = env.get("PRESSROOM_BLIND_INDEX_KEY", "")
+        if environment == "production" and (not keys or not blind):
+            raise ValueError("PRESSROOM_PII_KEYS and PRESSROOM_BLIND_INDEX_KEY are required in production")
+        if not keys:
+            keys = (_dev_key("pii"),)
+        if not blind:
+            blind = _dev_key("blind-index")
+        deadlines = dict(DEFAULT_DEADLINES_S)
+        for status in OrderStatus:
+            raw = env.get(f"PRESSROOM_DEADLINE_{status.upper()}_S")
+            if raw:
+                deadlines[status] = float(raw)
+        defaults = cls()
+        return cls(
+            environment=environment,
+            database_url=env.get("DATABASE_URL", defaults.database_url),
+            redis_url=env.get("REDIS_URL", defaults.redis_url),
+            pii_keys=keys,
+            blind_index_key=blind,
+            shopify_webhook_secret=env.get("SHOPIFY_WEBHOOK_SECRET", defaults.shopify_webhook_secret),
+            payment_decline_rate=float(env.get("PAYMENT_DECLINE_RATE", defaults.payment_decline_rate)),
+            object_store_dir=env.get("OBJECT_STORE_DIR", defaults.object_store_dir),
+            api_url=env.get("PRESSROOM_API_URL", defaults.api_url),
+            dashboard_url=env.get("PRESSROOM_DASHBOARD_URL", defaults.dashboard_url),
+            prometheus_host=env.get("PROMETHEUS_HOST", defaults.prometheus_host),
+            prometheus_port=int(env.get("PROMETHEUS_PORT", defaults.prometheus_port)),
+            broker_heartbeat_timeout_ms=int(env.get("BROKER_HEARTBEAT_TIMEOUT_MS",
+                                                    defaults.broker_heartbeat_timeout_ms)),
+            broker_maintenance_chance=int(env.get("BROKER_MAINTENANCE_CHANCE",
+                                                  defaults.broker_maintenance_chance)),
+            reconcile_every_s=float(env.get("RECONCILE_EVERY_S", defaults.reconcile_every_s)),
+            stage_deadlines_s=MappingProxyType(deadlines),
+        )
