@@ -1,0 +1,90 @@
+"""The unit of work: one transaction, the timeline written inside it, stage messages sent after it."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from core.commands import StageCommand
+from core.errors import Conflict
+from core.model import Aggregate
+from core.ports import MessageBus
+from db import repositories as r
+from db import tables as t
+
+log = logging.getLogger(__name__)
+
+
+class SqlUnitOfWork:
+    """`with uow: …; uow.commit()` — leaving the block without commit rolls back (the default).
+
+    On commit, every event the touched aggregates recorded goes to `order_events` in the same transaction
+    (duplicates by dedupe key are absorbed); deferred stage commands are sent only once the commit is
+    durable, so a message never points at a state that was rolled back.
+    """
+
+    def __init__(self, session_factory: sessionmaker, bus: MessageBus | None = None) -> None:
+        self.session_factory = session_factory
+        self.bus = bus
+        self._deferred: list[StageCommand] = []
+
+    def __enter__(self) -> SqlUnitOfWork:
+        self.session = self.session_factory()
+        self._deferred = []
+        self.orders = r.OrderRepository(self.session)
+        self.jobs = r.JobRepository(self.session)
+        self.customers = r.CustomerRepository(self.session)
+        self.catalogue = r.CatalogueReader(self.session)
+        self.artworks = r.ArtworkRepository(self.session)
+        self.stock = r.StockRepository(self.session)
+        self.idempotency = r.IdempotencyRepository(self.session)
+        self.rejections = r.RejectionRepository(self.session)
+        self.timeline = r.TimelineRepository()
+        self.inbox = r.InboxRepository(self.session)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.session.rollback()
+        self.session.close()
+
+    def defer(self, command: StageCommand) -> None:
+        """Send `command` after the commit succeeds (dropped on rollback)."""
+        self._deferred.append(command)
+
+    def commit(self) -> None:
+        """Write the timeline, commit, then send deferred messages.
+
+        Raises:
+            Conflict: a unique key or an aggregate's version was taken by a concurrent writer.
+        """
+        try:
+            self.session.flush()
+            events = list(self.timeline.pending)
+            self.timeline.pending.clear()
+            for obj in list(self.session.identity_map.values()):
+                if isinstance(obj, Aggregate) and obj.events:
+                    events.extend(obj.events)
+                    obj.events.clear()
+            r.insert_ignoring_duplicates(self.session, t.order_events, [r.event_row(e) for e in events],
+                                         "dedupe_key")
+            self.session.commit()
+        except (IntegrityError, StaleDataError) as error:
+            self.session.rollback()
+            raise Conflict(f"Concurrent update: {type(error).__name__}") from error
+        deferred, self._deferred = self._deferred, []
+        for command in deferred:
+            if self.bus is None:
+                log.warning("no message bus: %s for %s not sent", type(command).__name__, command.kwargs())
+                continue
+            try:
+                self.bus.send(command)
+            except Exception:  # the commit stands; the reconciler re-drives what this message would have
+                log.exception("could not send %s %s; the reconciler will re-drive it",
+                              type(command).__name__, command.kwargs())
+
+    def rollback(self) -> None:
+        self.session.rollback()
+        self._deferred = []
