@@ -44,8 +44,8 @@ class Settings:
     dashboard_url: str = "http://127.0.0.1:8501"
     prometheus_host: str = "127.0.0.1"
     prometheus_port: int = 9191
-    broker_heartbeat_timeout_ms: int = 5_000
-    broker_maintenance_chance: int = 1_000
+    broker_heartbeat_timeout_ms: int = 10_000
+    broker_maintenance_chance: int = 100_000  # per million broker commands: 10 %
     reconcile_every_s: float = 5.0
     stage_deadlines_s: Mapping[OrderStatus, float] = field(default_factory=lambda: DEFAULT_DEADLINES_S)
     max_quantity: int = 100

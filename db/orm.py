@@ -34,9 +34,17 @@ def start_mappers() -> None:
         "lines": relationship(OrderLine, order_by=t.order_lines.c.line_no, cascade="all, delete-orphan",
                               lazy="selectin"),
     })
-    for cls, table in ((PrintJob, t.print_jobs), (Batch, t.batches), (Inspection, t.inspections),
+    # Many-to-one links that are never assigned: they exist so the flush inserts parents before children
+    # (the unit of work orders inserts by mapper relationships, and these rows carry foreign keys).
+    parents = {
+        PrintJob: {"_order": relationship(Order), "_line": relationship(OrderLine), "_batch": relationship(Batch)},
+        Inspection: {"_job": relationship(PrintJob)},
+        Shipment: {"_order": relationship(Order)},
+    }
+    for cls, table in ((Batch, t.batches), (PrintJob, t.print_jobs), (Inspection, t.inspections),
                        (Shipment, t.shipments)):
-        mapper_registry.map_imperatively(cls, table, version_id_col=table.c.version, **versioned)
+        mapper_registry.map_imperatively(cls, table, version_id_col=table.c.version, **versioned,
+                                         properties=parents.get(cls, {}))
 
 
 @event.listens_for(Customer, "before_insert", propagate=True)

@@ -226,3 +226,17 @@ class InboxRepository:
         row = {"source": source, "event_id": event_id, "topic": topic, "body": body, "received_at": at,
                "status": "received"}
         return insert_ignoring_duplicates(self.session, t.webhook_inbox, [row], "source", "event_id") == 1
+
+
+class QueueSampleRepository:
+    """Broker queue depth over time, written by the scheduler so the dashboard reads only the database."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def record(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.session.execute(insert(t.queue_samples), rows)
+
+    def prune(self, before: datetime) -> None:
+        self.session.execute(t.queue_samples.delete().where(t.queue_samples.c.at < before))

@@ -44,6 +44,7 @@ class SqlUnitOfWork:
         self.rejections = r.RejectionRepository(self.session)
         self.timeline = r.TimelineRepository()
         self.inbox = r.InboxRepository(self.session)
+        self.queue_samples = r.QueueSampleRepository(self.session)
         return self
 
     def __exit__(self, *exc_info) -> None:

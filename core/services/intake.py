@@ -67,13 +67,14 @@ def place_order(cmd: PlaceOrder, *, uow, payments: Payments, ids: Ids, now: date
             artworks=uow.artworks.infos([line.artwork_id for line in cmd.lines if line.artwork_id]),
             available=uow.stock.available(skus), prohibited=_prohibited(uow.catalogue.prohibited_words()),
             max_quantity=max_quantity)
+        if not problems:
+            total = sum(variants[line.sku].price_cents * line.quantity for line in cmd.lines)
+            total += uow.catalogue.shipping_surcharge(cmd.shipping_speed)
+            currency = uow.catalogue.currency
     if problems:
         _count_rejections(uow, cmd, problems, now)
         raise ValidationFailed(problems)
 
-    total = sum(variants[line.sku].price_cents * line.quantity for line in cmd.lines)
-    total += uow.catalogue.shipping_surcharge(cmd.shipping_speed)
-    currency = uow.catalogue.currency
     authorization = payments.authorize(amount_cents=total, currency=currency,
                                        idempotency_key=f"{cmd.channel}:{cmd.external_id}")
     try:

@@ -1,0 +1,129 @@
+"""FastAPI application: storefront intake, Shopify webhooks, health."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+
+from fastapi import FastAPI, File, Form, Header, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy import text
+
+from api import shopify
+from api.deps import Services, build_services
+from api.problems import domain_error, problem, request_validation_error
+from api.schemas import ArtworkOut, OrderIn, OrderOut, ProblemOut
+from core.artwork import ArtworkRefused, normalise_artwork
+from core.errors import PressroomError, Problem
+from core.services.intake import place_order
+
+log = logging.getLogger(__name__)
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+PROBLEMS = {422: {"model": ProblemOut}, 402: {"model": ProblemOut}, 409: {"model": ProblemOut},
+            401: {"model": ProblemOut}}
+
+
+def create_app(services: Services | None = None) -> FastAPI:
+    app = FastAPI(title="Pressroom API", version="1.0",
+                  description="Order intake for the Pressroom print-on-demand control room.")
+    app.state.services = services or build_services()
+    app.add_exception_handler(PressroomError, domain_error)
+    app.add_exception_handler(RequestValidationError, request_validation_error)
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        """Database and Redis both answer, or 503 naming the one that doesn't."""
+        svc: Services = app.state.services
+        checks = {}
+        try:
+            with svc.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as error:  # reported, not swallowed: the body says what failed
+            checks["database"] = f"down: {type(error).__name__}"
+        if svc.redis is not None:
+            try:
+                svc.redis.ping()
+                checks["redis"] = "ok"
+            except Exception as error:
+                checks["redis"] = f"down: {type(error).__name__}"
+        healthy = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if healthy else "degraded", **checks}, status_code=200 if healthy else 503)
+
+    @app.post("/v1/artwork", status_code=201, response_model=ArtworkOut, responses=PROBLEMS)
+    async def upload_artwork(file: UploadFile = File(...), designer_id: str | None = Form(None, max_length=80),
+                             sku: str | None = Form(None, max_length=60)):
+        """Upload a PNG, JPEG or TIFF; it is checked by content, normalised and stored."""
+        svc: Services = app.state.services
+        data = await file.read(MAX_UPLOAD_BYTES + 1)
+        with svc.uow() as uow:
+            variants = uow.catalogue.variants([sku]) if sku else {}
+            limit = (variants[sku].template.max_artwork_pixels if sku in variants
+                     else uow.catalogue.max_artwork_pixels())
+        try:
+            art = normalise_artwork(data, max_pixels=limit, max_bytes=MAX_UPLOAD_BYTES)
+        except ArtworkRefused as refused:
+            log.info("artwork refused: %s", refused.code)
+            return problem(422, "artwork-refused", refused.message,
+                           [Problem(field="file", code=refused.code, message=refused.message)])
+        artwork_id = svc.ids.new("art")
+        key = f"artwork/{artwork_id}.png"
+        svc.store.put(key, art.data, content_type="image/png")
+        with svc.uow() as uow:
+            uow.artworks.add(id=artwork_id, sha256=art.sha256, width=art.width, height=art.height,
+                             source_format=art.source_format, bytes=len(art.data), storage_key=key,
+                             designer_id=designer_id, created_at=svc.now())
+            uow.commit()
+        return ArtworkOut(id=artwork_id, sha256=art.sha256, width=art.width, height=art.height,
+                          format=art.source_format, bytes=len(art.data))
+
+    @app.post("/v1/orders", status_code=201, response_model=OrderOut, responses=PROBLEMS)
+    async def create_order(body: OrderIn, request: Request,
+                           idempotency_key: str | None = Header(None, max_length=120)):
+        """Accept an order atomically (validation, payment, reservation, timeline, render message)."""
+        svc: Services = app.state.services
+        raw = await request.body()
+        digest = hashlib.sha256(raw).hexdigest()
+        result = place_order(body.to_command(), uow=svc.uow(), payments=svc.payments, ids=svc.ids, now=svc.now(),
+                             source=f"channel:{body.channel}", max_quantity=svc.settings.max_quantity,
+                             idempotency_key=idempotency_key, request_hash=digest)
+        payload = result.order if isinstance(result.order, dict) else result.order.as_response()
+        return JSONResponse(payload, status_code=201 if result.created else 200)
+
+    @app.post("/webhooks/shopify/orders-create", status_code=201, response_model=OrderOut, responses=PROBLEMS)
+    async def shopify_orders_create(request: Request,
+                                    x_shopify_hmac_sha256: str = Header(..., max_length=200),
+                                    x_shopify_webhook_id: str = Header(..., max_length=120)):
+        """Shopify's orders/create webhook: verified over the raw body before anything is stored."""
+        svc: Services = app.state.services
+        raw = await request.body()
+        expected = base64.b64encode(hmac.new(svc.settings.shopify_webhook_secret.encode(), raw,
+                                             hashlib.sha256).digest()).decode()
+        if not hmac.compare_digest(expected, x_shopify_hmac_sha256):
+            log.warning("shopify webhook %s refused: bad signature", x_shopify_webhook_id[:40])
+            return problem(401, "bad-signature", "The webhook signature does not match its body.")
+        try:
+            command = shopify.to_command(json.loads(raw))
+        except (ValueError, KeyError, TypeError, ValidationError) as error:
+            return problem(422, "invalid-request", f"Not a Shopify order payload: {type(error).__name__}.",
+                           [Problem(field="body", code="invalid", message=str(error)[:300])])
+        with svc.uow() as uow:
+            if not uow.inbox.receive(source="shopify", event_id=x_shopify_webhook_id, topic="orders/create",
+                                     body=raw.decode(errors="replace"), at=svc.now()):
+                existing = uow.orders.by_external("shopify", command.external_id)
+                if existing is not None:
+                    return JSONResponse({"id": existing.id, "number": existing.number,
+                                         "status": str(existing.status), "total_cents": existing.total_cents,
+                                         "currency": existing.currency}, status_code=200)
+            uow.commit()
+        result = place_order(command, uow=svc.uow(), payments=svc.payments, ids=svc.ids, now=svc.now(),
+                             source="channel:shopify", max_quantity=svc.settings.max_quantity)
+        payload = result.order if isinstance(result.order, dict) else result.order.as_response()
+        return JSONResponse(payload, status_code=201 if result.created else 200)
+
+    return app

@@ -1,0 +1,64 @@
+"""The workers' composition root: settings, database, broker and adapters for every actor in this process."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+from functools import cached_property
+
+import redis
+
+import db
+from adapters.broker import DramatiqBus, make_broker
+from adapters.ids import TimeOrderedIds
+from adapters.objectstore import LocalVersionedStore
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Container:
+    """Built once per process; actors ask it for a fresh unit of work per message."""
+
+    def __init__(self, settings: Settings, *, prometheus: bool = False) -> None:
+        self.settings = settings
+        db.configure(settings)
+        self.broker = make_broker(settings, prometheus=prometheus)
+        self.bus = DramatiqBus(self.broker)
+        self.ids = TimeOrderedIds()
+
+    @cached_property
+    def engine(self):
+        return db.make_engine(self.settings.database_url)
+
+    @cached_property
+    def session_factory(self):
+        return db.make_session_factory(self.engine)
+
+    @cached_property
+    def store(self) -> LocalVersionedStore:
+        return LocalVersionedStore(self.settings.object_store_dir)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.settings.redis_url, socket_timeout=5)
+
+    def uow(self) -> db.SqlUnitOfWork:
+        return db.SqlUnitOfWork(self.session_factory, self.bus)
+
+    @staticmethod
+    def now() -> datetime:
+        return datetime.now(UTC)
+
+
+_container: Container | None = None
+
+
+def container() -> Container:
+    """The process's container, created on first use from the environment."""
+    global _container
+    if _container is None:
+        settings = Settings.from_env(os.environ)
+        _container = Container(settings, prometheus=os.environ.get("PRESSROOM_PROMETHEUS", "1") == "1")
+    return _container
