@@ -171,8 +171,8 @@ class StockRepository:
                 .values(reserved=s.c.reserved + quantity)).rowcount
             if taken == 1:
                 self.session.execute(insert(t.stock_reservations).values(
-                    id=f"res_{line_id}", order_id=order_id, line_id=line_id, partner_id=partner_id, sku=sku,
-                    quantity=quantity, state="held", created_at=at))
+                    id="res_" + line_id.split("_", 1)[-1], order_id=order_id, line_id=line_id,
+                    partner_id=partner_id, sku=sku, quantity=quantity, state="held", created_at=at))
                 return partner_id
         return None
 

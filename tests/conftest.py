@@ -32,7 +32,7 @@ def service_missing(what: str, error: Exception) -> None:
     pytest.skip(message)
 
 
-def test_settings(database_url: str, **overrides) -> Settings:
+def settings_for(database_url: str, **overrides) -> Settings:
     settings = Settings.from_env({**TEST_KEYS, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL})
     return replace(settings, **overrides)
 
@@ -138,7 +138,7 @@ class ApiHarness:
         for queue in QUEUES:
             self.broker.declare_queue(queue)
         self.payments = SimPayments()
-        settings = test_settings(url, object_store_dir=str(tmp_path / "objects"), **overrides)
+        settings = settings_for(url, object_store_dir=str(tmp_path / "objects"), **overrides)
         self.services = build_services(settings, bus=DramatiqBus(self.broker), payments=self.payments)
         self.client = TestClient(create_app(self.services))
 

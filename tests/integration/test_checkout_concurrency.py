@@ -1,0 +1,78 @@
+"""Concurrent checkouts on PostgreSQL: row locks make the last units go to exactly as many orders."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+
+from sqlalchemy import func, insert, select, update
+
+import db
+from adapters.ids import TimeOrderedIds
+from adapters.payments import SimPayments
+from core.commands import Address, CustomerDetails, LineRequest, PlaceOrder
+from core.errors import ValidationFailed
+from core.services.intake import place_order
+from core.states import Channel, ShippingSpeed
+from db import tables as t
+from tests.conftest import settings_for
+
+SKU = "MUG-SUB-11OZ-WHT"
+
+
+def checkout(artwork_id: str) -> PlaceOrder:
+    return PlaceOrder(channel=Channel.STOREFRONT, external_id=f"SF-{uuid.uuid4().hex[:10]}",
+                      customer=CustomerDetails(name="Grace Hopper", email=f"g{uuid.uuid4().hex[:6]}@example.com"),
+                      shipping_address=Address(name="Grace Hopper", line1="1 Navy Way", city="Arlington",
+                                               region="VA", postal_code="22202", country="US"),
+                      shipping_speed=ShippingSpeed.STANDARD,
+                      lines=(LineRequest(sku=SKU, quantity=1, artwork_id=artwork_id, texts={"name": "Grace"}),))
+
+
+def test_fifty_concurrent_checkouts_for_the_last_ten_units_give_ten_orders_and_forty_clean_refusals(pg_url):
+    # given exactly 10 units of a mug left, at a single partner
+    db.configure(settings_for(pg_url))
+    engine = db.make_engine(pg_url, pool_size=25)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(update(t.partner_stock).where(t.partner_stock.c.sku == SKU).values(on_hand=0))
+        conn.execute(update(t.partner_stock).where(t.partner_stock.c.sku == SKU,
+                                                   t.partner_stock.c.partner_id == "acme-columbus")
+                     .values(on_hand=10, reserved=0))
+        conn.execute(insert(t.artworks).values(id="art_mug", sha256="0" * 64, width=3000, height=1200,
+                                               source_format="PNG", bytes=1, storage_key="artwork/art_mug.png",
+                                               created_at=now))
+    factory = db.make_session_factory(engine)
+    payments, ids = SimPayments(), TimeOrderedIds()
+    outcomes: Counter = Counter()
+    gate = threading.Barrier(50)
+
+    def buyer() -> None:
+        gate.wait()
+        try:
+            place_order(checkout("art_mug"), uow=db.SqlUnitOfWork(factory), payments=payments, ids=ids,
+                        now=datetime.now(UTC), source="test", max_quantity=100)
+            outcomes["accepted"] += 1
+        except ValidationFailed as refused:
+            outcomes["+".join(sorted({p.code for p in refused.problems}))] += 1
+
+    # when fifty customers check out at the same moment
+    threads = [threading.Thread(target=buyer) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    # then exactly ten orders exist, the other forty were told "out of stock", nothing is oversold
+    assert outcomes == Counter({"accepted": 10, "out_of_stock": 40})
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(t.orders)) == 10
+        stock = conn.execute(select(t.partner_stock.c.on_hand, t.partner_stock.c.reserved)
+                             .where(t.partner_stock.c.sku == SKU, t.partner_stock.c.partner_id == "acme-columbus")).one()
+        assert (stock.on_hand, stock.reserved) == (10, 10)
+        assert conn.scalar(select(func.sum(t.stock_reservations.c.quantity))) == 10
+    # and every authorisation that did not become an order was voided
+    assert len(payments.authorized) - len(payments.voided) == 10
+    engine.dispose()
