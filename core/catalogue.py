@@ -52,10 +52,14 @@ class TemplateSpec:
         return 4 * width * height
 
     def effective_dpi(self, width_px: int, height_px: int) -> float:
-        """The artwork's resolution once placed in its box ("fit" inside it, or "fill" to cover it)."""
+        """The artwork's resolution once placed in its box.
+
+        "fit" scales the artwork until its first side meets the box, so the side with the most pixels per
+        inch of box decides (max); "fill" scales until both sides cover it, so the scarcer side decides (min).
+        """
         box_w, box_h = self.artwork_box_in[2], self.artwork_box_in[3]
         per_axis = (width_px / box_w, height_px / box_h)
-        return max(per_axis) if self.fit == "fill" else min(per_axis)
+        return min(per_axis) if self.fit == "fill" else max(per_axis)
 
     def slot(self, name: str) -> TextSlot | None:
         return next((s for s in self.text_slots if s.name == name), None)

@@ -118,7 +118,7 @@ def test_artwork_too_small_for_the_print_area_is_refused_with_the_dpi_it_would_p
     small = api.upload(png_bytes(600, 600))
     response = api.client.post("/v1/orders", json=api.order_body(small["id"]))
     assert errors_of(response) == {"lines[0].artwork_id": "artwork_resolution_too_low"}
-    assert "43 DPI" in response.json()["errors"][0]["message"]
+    assert "44 DPI" in response.json()["errors"][0]["message"]
 
 
 def test_a_sku_out_of_stock_at_every_active_partner_is_refused(api):
