@@ -12,9 +12,9 @@ from sqlalchemy import Engine
 import db
 from adapters.broker import DramatiqBus, make_broker
 from adapters.ids import TimeOrderedIds
-from adapters.objectstore import LocalVersionedStore
+from adapters.objectstore import make_object_store
 from adapters.payments import SimPayments
-from core.ports import Ids, MessageBus, Payments
+from core.ports import Ids, MessageBus, ObjectStore, Payments
 from core.settings import Settings
 
 
@@ -24,7 +24,7 @@ class Services:
     engine: Engine
     bus: MessageBus
     payments: Payments
-    store: LocalVersionedStore
+    store: ObjectStore
     redis: redis.Redis | None
     ids: Ids = field(default_factory=TimeOrderedIds)
 
@@ -49,4 +49,4 @@ def build_services(settings: Settings | None = None, *, bus: MessageBus | None =
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     return Services(settings=settings, engine=db.make_engine(settings.database_url, pool_size=20), bus=bus,
                     payments=payments or SimPayments(decline_rate=settings.payment_decline_rate),
-                    store=LocalVersionedStore(settings.object_store_dir), redis=client)
+                    store=make_object_store(settings), redis=client)

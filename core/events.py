@@ -17,6 +17,7 @@ class EventType(StrEnum):
     STAGE_REDRIVEN = "stage.redriven"
     NOTE_ADDED = "note.added"
     STAFF_ACTION = "staff.action"
+    ASSET_RENDERED = "asset.rendered"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

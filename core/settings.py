@@ -40,6 +40,11 @@ class Settings:
     shopify_webhook_secret: str = "shpss_dev_secret"
     payment_decline_rate: float = 0.0
     object_store_dir: str = "var/objects"
+    s3_bucket: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
     api_url: str = "http://127.0.0.1:8000"
     dashboard_url: str = "http://127.0.0.1:8501"
     prometheus_host: str = "127.0.0.1"
@@ -83,6 +88,11 @@ class Settings:
             shopify_webhook_secret=env.get("SHOPIFY_WEBHOOK_SECRET", defaults.shopify_webhook_secret),
             payment_decline_rate=float(env.get("PAYMENT_DECLINE_RATE", defaults.payment_decline_rate)),
             object_store_dir=env.get("OBJECT_STORE_DIR", defaults.object_store_dir),
+            s3_bucket=env.get("S3_BUCKET", ""),
+            s3_endpoint_url=env.get("S3_ENDPOINT_URL", ""),
+            s3_region=env.get("S3_REGION", defaults.s3_region),
+            s3_access_key=env.get("S3_ACCESS_KEY_ID", ""),
+            s3_secret_key=env.get("S3_SECRET_ACCESS_KEY", ""),
             api_url=env.get("PRESSROOM_API_URL", defaults.api_url),
             dashboard_url=env.get("PRESSROOM_DASHBOARD_URL", defaults.dashboard_url),
             prometheus_host=env.get("PROMETHEUS_HOST", defaults.prometheus_host),

@@ -132,6 +132,12 @@ class ArtworkRepository:
     def add(self, **row: Any) -> None:
         self.session.execute(insert(t.artworks).values(**row))
 
+    def storage(self, artwork_id: str) -> tuple[str, str] | None:
+        """(storage key, sha256) of an uploaded artwork."""
+        row = self.session.execute(select(t.artworks.c.storage_key, t.artworks.c.sha256)
+                                   .where(t.artworks.c.id == artwork_id)).first()
+        return None if row is None else (row.storage_key, row.sha256)
+
     def infos(self, ids: Iterable[str]) -> dict[str, ArtworkInfo]:
         a = t.artworks
         rows = self.session.execute(select(a.c.id, a.c.width, a.c.height, a.c.sha256).where(a.c.id.in_(list(ids))))
@@ -240,3 +246,60 @@ class QueueSampleRepository:
 
     def prune(self, before: datetime) -> None:
         self.session.execute(t.queue_samples.delete().where(t.queue_samples.c.at < before))
+
+
+class TemplateRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def spec(self, key: str, version: int) -> dict[str, Any] | None:
+        """A pinned template version's stored document (old versions stay renderable)."""
+        tv = t.template_versions
+        return self.session.scalar(select(tv.c.spec).where(tv.c.template_key == key, tv.c.version == version))
+
+
+class AssetRepository:
+    """Rendered print files by content key: one row per distinct design, reused by every order that has it."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        row = self.session.execute(select(t.assets).where(t.assets.c.id == key)).first()
+        return None if row is None else dict(row._mapping)
+
+    def add(self, row: dict[str, Any]) -> bool:
+        """False when another worker stored the same design first (same key, same bytes)."""
+        return insert_ignoring_duplicates(self.session, t.assets, [row], "id") == 1
+
+    def count_hit(self, key: str) -> None:
+        self.session.execute(update(t.assets).where(t.assets.c.id == key).values(hits=t.assets.c.hits + 1))
+
+
+class AlertRepository:
+    """Open alerts, one per (kind, key) until cleared: raising again updates it instead of duplicating."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def raise_(self, *, kind: str, key: str, severity: str, message: str, at: datetime,
+               order_id: str | None = None) -> None:
+        a = t.alerts
+        updated = self.session.execute(update(a).where(a.c.kind == kind, a.c.key == key, a.c.cleared_at.is_(None))
+                                       .values(message=message, severity=severity, updated_at=at)).rowcount
+        if not updated:
+            self.session.execute(insert(a).values(kind=kind, key=key, order_id=order_id, severity=severity,
+                                                  message=message, opened_at=at, updated_at=at))
+
+
+class VariantReader:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def describe(self, sku: str) -> dict[str, Any] | None:
+        """Product type, print method and colour of a SKU, for the renderer."""
+        v, p = t.variants, t.products
+        row = self.session.execute(select(p.c.product_type, p.c.print_method, v.c.colour)
+                                   .join(p, p.c.id == v.c.product_id).where(v.c.sku == sku)).first()
+        return None if row is None else {"product_type": row.product_type, "print_method": str(row.print_method),
+                                         "colour": row.colour}

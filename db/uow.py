@@ -45,6 +45,10 @@ class SqlUnitOfWork:
         self.timeline = r.TimelineRepository()
         self.inbox = r.InboxRepository(self.session)
         self.queue_samples = r.QueueSampleRepository(self.session)
+        self.templates = r.TemplateRepository(self.session)
+        self.assets = r.AssetRepository(self.session)
+        self.alerts = r.AlertRepository(self.session)
+        self.variants = r.VariantReader(self.session)
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -12,7 +12,8 @@ import redis
 import db
 from adapters.broker import DramatiqBus, make_broker
 from adapters.ids import TimeOrderedIds
-from adapters.objectstore import LocalVersionedStore
+from adapters.objectstore import make_object_store
+from core.ports import ObjectStore
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,8 @@ class Container:
         return db.make_session_factory(self.engine)
 
     @cached_property
-    def store(self) -> LocalVersionedStore:
-        return LocalVersionedStore(self.settings.object_store_dir)
+    def store(self) -> ObjectStore:
+        return make_object_store(self.settings)
 
     @cached_property
     def redis(self) -> redis.Redis:

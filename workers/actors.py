@@ -1,0 +1,12 @@
+"""Every Dramatiq actor of Pressroom, declared on the process's broker: `dramatiq workers.actors`."""
+
+from __future__ import annotations
+
+import logging
+
+from workers.bootstrap import container
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+container()  # sets the global broker before any actor below is declared
+
+from workers import render  # noqa: E402,F401  (declares render.render_asset)
