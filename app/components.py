@@ -1,0 +1,219 @@
+"""Reusable render helpers for the pages: badges, metric tiles, charts, order tables and the timeline list."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Mapping
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from app.bootstrap import now
+from core.states import OrderStatus
+
+STALE_SAMPLES_S = 60.0
+STATUS_COLOURS: Mapping[str, str] = {
+    OrderStatus.ACCEPTED: "gray", OrderStatus.RENDERING: "blue", OrderStatus.READY_FOR_PRODUCTION: "blue",
+    OrderStatus.IN_PRODUCTION: "violet", OrderStatus.QA: "violet", OrderStatus.READY_TO_SHIP: "orange",
+    OrderStatus.LABEL_CREATED: "orange", OrderStatus.SHIPPED: "green", OrderStatus.DELIVERED: "green",
+    OrderStatus.ON_HOLD: "yellow", OrderStatus.CANCELLED: "gray", OrderStatus.FAILED: "red",
+}
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$])")
+_CHART_LAYOUT = {"margin": {"l": 8, "r": 8, "t": 8, "b": 8}, "height": 280, "showlegend": False}
+
+
+# ---- formatting --------------------------------------------------------------------------------------
+
+
+def plain(text: Any) -> str:
+    """Data shown through st.markdown, escaped so a customer's or partner's text is never read as markup."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
+
+
+def money(cents: int, currency: str) -> str:
+    return f"{cents / 100:,.2f} {currency}"
+
+
+def when(at: datetime | None) -> str:
+    return "—" if at is None else at.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def short_when(at: datetime) -> str:
+    return at.strftime("%d %b %H:%M")
+
+
+def ago(at: datetime) -> str:
+    seconds = max(0.0, (now() - at).total_seconds())
+    return duration(seconds) + " ago"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def humanise(word: str) -> str:
+    return str(word).replace("_", " ")
+
+
+def describe_event(event_type: str, payload: Mapping[str, Any]) -> str:
+    """One readable sentence for a timeline line (the raw payload stays one click away)."""
+    if event_type == "order.received":
+        return (f"Order {payload.get('number', '')} received from {payload.get('channel', '?')} "
+                f"(shop id {payload.get('external_id', '?')}): {payload.get('units', '?')} unit(s), "
+                f"{money(int(payload.get('total_cents', 0)), str(payload.get('currency', '')))}")
+    if {"from", "to"} <= payload.keys():
+        entity = event_type.split(".", 1)[0]
+        sentence = f"{entity.capitalize()} {humanise(payload['from'])} → {humanise(payload['to'])}"
+        if entity != "order" and payload.get("entity_id"):
+            sentence += f" ({payload['entity_id']})"
+        if payload.get("reason"):
+            sentence += f" — {humanise(payload['reason'])}"
+        if payload.get("note"):
+            sentence += f": {payload['note']}"
+        return sentence
+    for key in ("note", "text", "message"):
+        if payload.get(key):
+            return str(payload[key])
+    scalars = [f"{humanise(k)}: {v}" for k, v in payload.items() if isinstance(v, (str, int, float, bool))]
+    return " · ".join(scalars) or humanise(event_type)
+
+
+def order_label(summary: Mapping[str, Any]) -> str:
+    """How an order reads in a list of search results."""
+    return (f"{plain(summary['number'])} · {humanise(summary['status'])} · {plain(summary['customer'])} · "
+            f"{when(summary['placed_at'])} · {money(summary['total_cents'], summary['currency'])}")
+
+
+# ---- widgets -----------------------------------------------------------------------------------------
+
+
+def badge(status: str) -> str:
+    """A status as an inline markdown badge, coloured by how far along (or how stuck) it is."""
+    return f":{STATUS_COLOURS.get(status, 'gray')}-badge[{plain(humanise(status))}]"
+
+
+def status_badge(status: str) -> None:
+    st.markdown(badge(status))
+
+
+def intake_tiles(outcomes: Mapping[str, int]) -> None:
+    """Accepted and refused checkouts in the last hour, and the share accepted."""
+    accepted, rejected = outcomes["accepted"], outcomes["rejected"]
+    total = accepted + rejected
+    first, second, third = st.columns(3)
+    first.metric("Accepted (last hour)", accepted, border=True)
+    second.metric("Refused (last hour)", rejected, border=True)
+    third.metric("Acceptance rate", f"{accepted / total:.0%}" if total else "—", border=True)
+
+
+def status_chart(per_status: pd.DataFrame) -> None:
+    frame = per_status.assign(label=per_status["status"].map(humanise))
+    figure = px.bar(frame, x="label", y="orders", labels={"label": "", "orders": "orders"})
+    figure.update_layout(**_CHART_LAYOUT)
+    st.plotly_chart(figure, config={"displayModeBar": False})
+
+
+def intake_chart(per_minute: pd.DataFrame) -> None:
+    figure = px.line(per_minute, x="minute", y="orders", labels={"minute": "", "orders": "orders / min"})
+    figure.update_layout(**_CHART_LAYOUT)
+    st.plotly_chart(figure, config={"displayModeBar": False})
+
+
+def rejections_chart(reasons: pd.DataFrame) -> None:
+    if reasons.empty:
+        st.caption("No checkout was refused in the last hour.")
+        return
+    frame = reasons.assign(reason=reasons["code"].map(humanise)).iloc[::-1]
+    figure = px.bar(frame, x="count", y="reason", orientation="h",
+                    labels={"reason": "", "count": "checkouts"})
+    figure.update_layout(**_CHART_LAYOUT)
+    st.plotly_chart(figure, config={"displayModeBar": False})
+
+
+def queue_table(overview: list[Mapping[str, Any]]) -> None:
+    """One row per Dramatiq queue: depth and oldest-message age now, with their 30-minute trends."""
+    if not overview:
+        st.info("No samples yet — is the scheduler running?", icon=":material/hourglass_empty:")
+        return
+    newest = max(sample["at"] for sample in overview)
+    if (now() - newest).total_seconds() > STALE_SAMPLES_S:
+        st.warning(f"The newest queue sample is {ago(newest)} — is the scheduler running?")
+    rows = [{"queue": sample["queue"], "depth": sample["depth"], "depth trend": sample["depth_series"],
+             "oldest message": duration(sample["oldest_age_s"]), "age trend": sample["age_series"],
+             "delayed": sample["delayed"], "dead": sample["dead"]} for sample in overview]
+    st.dataframe(rows, hide_index=True, column_config={
+        "depth trend": st.column_config.AreaChartColumn("depth, 30 min", y_min=0),
+        "age trend": st.column_config.LineChartColumn("age, 30 min", y_min=0),
+        "dead": st.column_config.NumberColumn("dead", help="messages that exhausted their retries"),
+    })
+    st.caption(f"Sampled {ago(newest)}.")
+
+
+def order_header(order: Mapping[str, Any]) -> None:
+    """Number and status, then the facts support is asked about first."""
+    st.subheader(f"{plain(order['number'])} {badge(order['status'])}")
+    if order.get("hold_reason"):
+        st.caption(f"On hold: {humanise(order['hold_reason'])} (from {humanise(order['held_from'])}).")
+    tiles = st.columns(4)
+    tiles[0].metric("Placed", short_when(order["placed_at"]), help=when(order["placed_at"]))
+    tiles[1].metric("Customer", order["customer_name"], help=plain(order["customer_email"]))
+    tiles[2].metric("Total", money(order["total_cents"], order["currency"]))
+    tiles[3].metric("Shipping", humanise(order["shipping_speed"]))
+    st.caption(f"{plain(order['channel'])} · shop id {plain(order['external_id'])} · "
+               f"order id {order['id']} · status since {when(order['status_changed_at'])}")
+
+
+def lines_table(lines: list[Mapping[str, Any]]) -> None:
+    rows = [{"#": line["line_no"], "SKU": line["sku"], "qty": line["quantity"],
+             "texts": " · ".join(f"{k}: {v}" for k, v in (line["texts"] or {}).items()),
+             "template": f"{line['template_key']} v{line['template_version']}",
+             "artwork": line["artwork_id"] or "—", "asset": line["asset_id"] or "not rendered yet",
+             "partner": line["partner_id"] or "—"} for line in lines]
+    st.dataframe(rows, hide_index=True)
+
+
+def jobs_table(jobs: list[Mapping[str, Any]]) -> None:
+    if not jobs:
+        st.caption("No print jobs.")
+        return
+    rows = [{"job": job["id"], "line": job["line_no"], "unit": job["unit_index"],
+             "status": humanise(job["status"]), "attempt": job["attempt"],
+             "reprint of": job["reprint_of"] or "",
+             "reason": humanise(job["reason_code"] or ""), "partner": job["partner_id"] or "—",
+             "partner job": job["partner_job_id"] or "", "since": when(job["status_changed_at"])}
+            for job in jobs]
+    st.dataframe(rows, hide_index=True)
+
+
+def shipments_table(shipments: list[Mapping[str, Any]]) -> None:
+    if not shipments:
+        return
+    st.subheader("Shipments")
+    rows = [{"shipment": s["id"], "status": humanise(s["status"]), "carrier": s["carrier"] or "—",
+             "service": s["service"] or "—", "tracking": s["tracking_code"] or "—",
+             "since": when(s["status_changed_at"])} for s in shipments]
+    st.dataframe(rows, hide_index=True)
+
+
+def timeline_list(events: list[Mapping[str, Any]]) -> None:
+    """Newest first: when and by whom on the left, what happened on the right, the raw payload on demand."""
+    if not events:
+        st.caption("No events recorded for this order.")
+        return
+    with st.container(border=True):
+        for event in events:
+            left, right = st.columns([1, 4], gap="medium")
+            left.caption(f"{when(event['at'])}  \nby {plain(event['source'])}")
+            summary = describe_event(event["type"], event["payload"])
+            right.markdown(f"**{plain(event['type'])}** — {plain(summary)}")
+            if event["payload"]:
+                with right.expander("payload"):
+                    st.json(event["payload"])

@@ -1,0 +1,85 @@
+"""Who may see which dashboard page and do which action, and when repeated bad logins lock an account."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Mapping
+
+from core.states import Role
+
+_ALL = frozenset(Role)
+_R = Role
+
+PAGES: Mapping[str, frozenset[Role]] = MappingProxyType({
+    "control_room": _ALL,
+    "order_timeline": frozenset({_R.SUPPORT_AGENT, _R.OPS_MANAGER, _R.MANAGER}),
+})
+"""Page id → the roles that see it. A page id is the file name under pages/ without `.py`."""
+
+ACTIONS: Mapping[str, frozenset[Role]] = MappingProxyType({
+    "order.add_note": frozenset({_R.SUPPORT_AGENT, _R.OPS_MANAGER, _R.MANAGER}),
+})
+"""Action id (`"<entity>.<verb>"`, also the audit log's action) → the roles that may do it."""
+
+
+def can_view(role: Role | str, page: str) -> bool:
+    """True when `role` may open `page`; unknown pages and roles are refused."""
+    return _granted(PAGES, role, page)
+
+
+def can_do(role: Role | str, action: str) -> bool:
+    """True when `role` may perform `action`; unknown actions and roles are refused."""
+    return _granted(ACTIONS, role, action)
+
+
+def visible_pages(role: Role | str) -> list[str]:
+    """The page ids `role` may open, in the table's order (the navigation's order)."""
+    return [page for page in PAGES if can_view(role, page)]
+
+
+def _granted(table: Mapping[str, frozenset[Role]], role: Role | str, key: str) -> bool:
+    try:
+        member = Role(role)
+    except ValueError:
+        return False
+    return member in table.get(key, frozenset())
+
+
+# ---- login lockout -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoginCounter:
+    """A staff account's consecutive failed logins and the lock they caused, as stored on the user row."""
+
+    failed_logins: int
+    locked_until: datetime | None
+
+
+def is_locked(failed_logins: int, locked_until: datetime | None, now: datetime, *, max_attempts: int) -> bool:
+    """Locked while the count is at the limit and the lock has not run out.
+
+    Resetting the count (a successful login, or staff unlocking the account) lifts the lock at once.
+    """
+    return failed_logins >= max_attempts and locked_until is not None and now < locked_until
+
+
+def after_failed_login(failed_logins: int, locked_until: datetime | None, now: datetime, *,
+                       max_attempts: int, lockout_s: float) -> LoginCounter:
+    """What one more wrong password does: count it, and lock for `lockout_s` when the count hits the limit.
+
+    A lock that has run out starts a fresh count, so a returning user gets `max_attempts` tries again.
+    An attempt made while locked is not counted here (the caller refuses it without checking the password).
+    """
+    lock_expired = locked_until is not None and now >= locked_until
+    count = (0 if lock_expired else failed_logins) + 1
+    if count >= max_attempts:
+        return LoginCounter(failed_logins=count, locked_until=now + timedelta(seconds=lockout_s))
+    return LoginCounter(failed_logins=count, locked_until=None)
+
+
+def after_successful_login() -> LoginCounter:
+    """A right password clears the count and any lock."""
+    return LoginCounter(failed_logins=0, locked_until=None)

@@ -1,0 +1,194 @@
+"""Read side of the dashboard: index-friendly Core selects returning plain dicts, lists and DataFrames."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Iterator
+
+import pandas as pd
+from sqlalchemy import Connection, Engine, func, select, union
+
+from core.states import Channel, OrderStatus
+from db import tables as t
+from db.types import keyring
+
+SEARCH_LIMIT = 50
+
+Bind = Engine | Connection
+
+
+@contextmanager
+def _connected(bind: Bind) -> Iterator[Connection]:
+    if isinstance(bind, Connection):
+        yield bind
+    else:
+        with bind.connect() as conn:
+            yield conn
+
+
+# ---- control room ------------------------------------------------------------------------------------
+
+
+def orders_per_status(bind: Bind) -> pd.DataFrame:
+    """One row per order status (all statuses, zeros included, in lifecycle order): status, orders."""
+    o = t.orders
+    with _connected(bind) as conn:
+        counts = {str(status): n for status, n in conn.execute(
+            select(o.c.status, func.count()).group_by(o.c.status))}
+    return pd.DataFrame({"status": [str(s) for s in OrderStatus],
+                         "orders": [counts.get(str(s), 0) for s in OrderStatus]})
+
+
+def intake_per_minute(bind: Bind, *, now: datetime, minutes: int = 60) -> pd.DataFrame:
+    """Orders placed per minute over the last `minutes` (every minute present, zeros included)."""
+    o = t.orders
+    since = now - timedelta(minutes=minutes)
+    with _connected(bind) as conn:
+        placed = list(conn.scalars(select(o.c.placed_at).where(o.c.placed_at >= since)))
+    end = pd.Timestamp(now).floor("min")
+    grid = pd.date_range(end=end, periods=minutes + 1, freq="min")
+    counts = pd.Series(1, index=pd.DatetimeIndex(placed, tz="UTC")).resample("min").sum() if placed else None
+    per_minute = counts.reindex(grid, fill_value=0) if counts is not None else pd.Series(0, index=grid)
+    return pd.DataFrame({"minute": grid, "orders": per_minute.to_numpy(dtype="int64")})
+
+
+def intake_outcomes(bind: Bind, *, since: datetime) -> dict[str, int]:
+    """Checkouts accepted (orders placed) and refused (rejected checkouts) since `since`."""
+    o, r = t.orders, t.intake_rejections
+    # A refused checkout writes one row per distinct reason, all with the same time and channel.
+    refused = select(r.c.at, r.c.channel).where(r.c.at >= since).group_by(r.c.at, r.c.channel).subquery()
+    with _connected(bind) as conn:
+        accepted = conn.scalar(select(func.count()).select_from(o).where(o.c.placed_at >= since)) or 0
+        rejected = conn.scalar(select(func.count()).select_from(refused)) or 0
+    return {"accepted": int(accepted), "rejected": int(rejected)}
+
+
+def rejection_reasons(bind: Bind, *, since: datetime) -> pd.DataFrame:
+    """Why checkouts were refused since `since`: code, count — most frequent first."""
+    r = t.intake_rejections
+    n = func.count().label("count")
+    with _connected(bind) as conn:
+        rows = conn.execute(select(r.c.code, n).where(r.c.at >= since).group_by(r.c.code)
+                            .order_by(n.desc(), r.c.code)).all()
+    return pd.DataFrame(rows, columns=["code", "count"])
+
+
+def latest_queue_samples(bind: Bind) -> list[dict[str, Any]]:
+    """The newest sample of each queue: queue, at, depth, delayed, dead, oldest_age_s (by queue name)."""
+    q = t.queue_samples
+    newest = select(q.c.queue, func.max(q.c.at).label("at")).group_by(q.c.queue).subquery()
+    with _connected(bind) as conn:
+        rows = conn.execute(select(q.c.queue, q.c.at, q.c.depth, q.c.delayed, q.c.dead, q.c.oldest_age_s)
+                            .join(newest, (q.c.queue == newest.c.queue) & (q.c.at == newest.c.at))
+                            .order_by(q.c.queue, q.c.id.desc())).all()
+    latest: dict[str, dict[str, Any]] = {}
+    for row in rows:  # two samples with the same time: keep the later insert
+        latest.setdefault(row.queue, row._asdict())
+    return list(latest.values())
+
+
+def queue_series(bind: Bind, *, since: datetime) -> pd.DataFrame:
+    """Samples since `since`, oldest first, for sparklines: at, queue, depth, oldest_age_s."""
+    q = t.queue_samples
+    with _connected(bind) as conn:
+        rows = conn.execute(select(q.c.at, q.c.queue, q.c.depth, q.c.oldest_age_s).where(q.c.at >= since)
+                            .order_by(q.c.at, q.c.id)).all()
+    return pd.DataFrame(rows, columns=["at", "queue", "depth", "oldest_age_s"])
+
+
+# ---- orders ------------------------------------------------------------------------------------------
+
+
+def _summary_select():
+    o, c = t.orders, t.customers
+    # Selecting the table column (not a text expression) lets EncryptedText decrypt the name on the way out.
+    return (select(o.c.id, o.c.number, o.c.status, o.c.placed_at, c.c.name_enc.label("customer"),
+                   o.c.total_cents, o.c.currency)
+            .join(c, c.c.id == o.c.customer_id))
+
+
+def _summaries(conn: Connection, statement) -> list[dict[str, Any]]:
+    return [_plain(row._asdict()) for row in conn.execute(statement)]
+
+
+def recent_orders(bind: Bind, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest orders: id, number, status, placed_at, customer, total_cents, currency."""
+    with _connected(bind) as conn:
+        return _summaries(conn, _summary_select().order_by(t.orders.c.placed_at.desc()).limit(limit))
+
+
+def search_orders(bind: Bind, term: str, *, limit: int = SEARCH_LIMIT) -> list[dict[str, Any]]:
+    """Orders matching one search box: order number, order id, external id, customer e-mail or tracking no.
+
+    Every branch is an equality on an indexed column; the e-mail is matched through its blind index, so
+    no customer row is ever decrypted to search. Newest first.
+    """
+    term = term.strip()
+    if not term:
+        return []
+    o, c, s = t.orders, t.customers, t.shipments
+    branches = [
+        select(o.c.id).where(o.c.number == term.upper()),
+        select(o.c.id).where(o.c.id == term),
+        # (channel, external_id) is the unique index: naming every channel lets it serve this lookup.
+        select(o.c.id).where(o.c.channel.in_([str(ch) for ch in Channel]), o.c.external_id == term),
+        select(s.c.order_id).where(s.c.tracking_code.in_(sorted({term, term.upper()}))),
+    ]
+    if "@" in term:
+        owners = select(c.c.id).where(c.c.email_hash == keyring().blind_index(term))
+        branches.append(select(o.c.id).where(o.c.customer_id.in_(owners)))
+    hits = union(*branches).subquery()
+    statement = (_summary_select().where(o.c.id.in_(select(hits.c[0])))
+                 .order_by(o.c.placed_at.desc()).limit(limit))
+    with _connected(bind) as conn:
+        return _summaries(conn, statement)
+
+
+def order_detail(bind: Bind, order_id: str) -> dict[str, Any] | None:
+    """Everything support reads at the top of an order: the order, its customer, lines, jobs, shipments."""
+    o, c, ln, j, s = t.orders, t.customers, t.order_lines, t.print_jobs, t.shipments
+    with _connected(bind) as conn:
+        row = conn.execute(
+            select(o.c.id, o.c.number, o.c.status, o.c.held_from, o.c.hold_reason, o.c.channel,
+                   o.c.external_id, o.c.shipping_speed, o.c.total_cents, o.c.currency, o.c.priority,
+                   o.c.placed_at, o.c.status_changed_at, c.c.name_enc.label("customer_name"),
+                   c.c.email_enc.label("customer_email"))
+            .join(c, c.c.id == o.c.customer_id).where(o.c.id == order_id)).first()
+        if row is None:
+            return None
+        lines = conn.execute(
+            select(ln.c.id, ln.c.line_no, ln.c.sku, ln.c.quantity, ln.c.texts, ln.c.template_key,
+                   ln.c.template_version, ln.c.artwork_id, ln.c.asset_id, ln.c.partner_id,
+                   ln.c.unit_price_cents)
+            .where(ln.c.order_id == order_id).order_by(ln.c.line_no)).all()
+        jobs = conn.execute(
+            select(j.c.id, j.c.line_id, j.c.unit_index, j.c.status, j.c.attempt, j.c.reprint_of,
+                   j.c.reason_code, j.c.partner_id, j.c.batch_id, j.c.partner_job_id, j.c.status_changed_at)
+            .where(j.c.order_id == order_id).order_by(j.c.created_at, j.c.unit_index)).all()
+        shipments = conn.execute(
+            select(s.c.id, s.c.status, s.c.carrier, s.c.service, s.c.tracking_code, s.c.status_changed_at)
+            .where(s.c.order_id == order_id).order_by(s.c.created_at)).all()
+    order = _plain(row._asdict())
+    line_no = {line.id: line.line_no for line in lines}
+    return {
+        "order": order,
+        "lines": [_plain(line._asdict()) for line in lines],
+        "jobs": [_plain(job._asdict()) | {"line_no": line_no.get(job.line_id)} for job in jobs],
+        "shipments": [_plain(shipment._asdict()) for shipment in shipments],
+    }
+
+
+def timeline(bind: Bind, order_id: str, *, limit: int = 500) -> list[dict[str, Any]]:
+    """The order's timeline, newest first: at, type, source, payload."""
+    e = t.order_events
+    with _connected(bind) as conn:
+        rows = conn.execute(select(e.c.at, e.c.type, e.c.source, e.c.payload).where(e.c.order_id == order_id)
+                            .order_by(e.c.at.desc(), e.c.id.desc()).limit(limit)).all()
+    return [row._asdict() for row in rows]
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """Stored enums as their string values, so callers and caches hold only builtins."""
+    return {key: str(value) if isinstance(value, StrEnum) else value for key, value in row.items()}

@@ -1,0 +1,32 @@
+"""Control room: orders per state, queue depth and lag, intake rate and refusals — refreshing itself."""
+
+import streamlit as st
+
+from app import auth, queries
+from app import components as ui
+
+PAGE = "control_room"
+
+auth.require(PAGE)
+st.title("Control room")
+st.caption("Live: refreshes every 5 seconds.")
+
+
+@st.fragment(run_every="5s")
+def live() -> None:
+    auth.recheck(PAGE)
+    ui.intake_tiles(queries.intake_outcomes())
+    st.subheader("Queues")
+    ui.queue_table(queries.queue_overview())
+    states, refusals = st.columns(2, gap="large")
+    with states:
+        st.subheader("Orders by state")
+        ui.status_chart(queries.orders_per_status())
+    with refusals:
+        st.subheader("Why checkouts were refused")
+        ui.rejections_chart(queries.rejection_reasons())
+    st.subheader("Intake, last hour")
+    ui.intake_chart(queries.intake_per_minute())
+
+
+live()
