@@ -149,7 +149,8 @@ def _render_and_store(line: LineWork, *, uow, store: ObjectStore, now, clock) ->
                         "pdf_key": pdf_key, "preview_key": preview_key, "dpi": rendered.dpi,
                         "width": rendered.width, "height": rendered.height,
                         "colour_profile": rendered.colour_profile, "sha256": rendered.sha256,
-                        "bytes": rendered.size_bytes, "render_ms": round(rendered.render_ms), "hits": 0, "created_at": now()})
+                        "bytes": rendered.size_bytes, "render_ms": round(rendered.render_ms), "hits": 0,
+                        "created_at": now()})
         uow.commit()
     log.info("rendered asset %s (%dx%d, %.0f ms)", line.key[:12], rendered.width, rendered.height, rendered.render_ms)
 

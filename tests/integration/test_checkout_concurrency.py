@@ -69,8 +69,9 @@ def test_fifty_concurrent_checkouts_for_the_last_ten_units_give_ten_orders_and_f
     assert outcomes == Counter({"accepted": 10, "out_of_stock": 40})
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(t.orders)) == 10
-        stock = conn.execute(select(t.partner_stock.c.on_hand, t.partner_stock.c.reserved)
-                             .where(t.partner_stock.c.sku == SKU, t.partner_stock.c.partner_id == "acme-columbus")).one()
+        ps = t.partner_stock
+        stock = conn.execute(select(ps.c.on_hand, ps.c.reserved)
+                             .where(ps.c.sku == SKU, ps.c.partner_id == "acme-columbus")).one()
         assert (stock.on_hand, stock.reserved) == (10, 10)
         assert conn.scalar(select(func.sum(t.stock_reservations.c.quantity))) == 10
     # and every authorisation that did not become an order was voided

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, update
@@ -156,12 +157,8 @@ def test_customer_pii_is_not_stored_in_plain_text(api, seeded_sqlite):
     art = api.upload()
     api.client.post("/v1/orders", json=api.order_body(art["id"]))
     api.services.engine.dispose()
-    raw = open(seeded_sqlite.removeprefix("sqlite:///"), "rb").read()
-    for wal in (seeded_sqlite.removeprefix("sqlite:///") + "-wal",):
-        try:
-            raw += open(wal, "rb").read()
-        except FileNotFoundError:
-            pass
+    path = Path(seeded_sqlite.removeprefix("sqlite:///"))
+    raw = b"".join(p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists())
     for secret in (b"ada@example.com", b"Ada Lovelace", b"Marylebone", b"7946 0958"):
         assert secret not in raw
 
