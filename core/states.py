@@ -83,6 +83,28 @@ class HoldReason(StrEnum):
     STAFF = "staff"
 
 
+class DefectReason(StrEnum):
+    """Why a printed item failed QA: the controlled vocabulary of automatic and human verdicts."""
+
+    COLOUR_SHIFT = "colour_shift"
+    MISREGISTRATION = "misregistration"
+    INK_BLOT = "ink_blot"
+    MISSING_AREA = "missing_area"
+    FADED_PRINT = "faded_print"
+    WRONG_DESIGN = "wrong_design"
+    DAMAGED = "damaged"
+
+
+class PartnerJobStatus(StrEnum):
+    """What print partners report about a job (their words, mapped onto JobStatus by the webhook stage)."""
+
+    QUEUED = "queued"
+    PRINTING = "printing"
+    PRINTED = "printed"
+    READY_FOR_SHIPMENT = "ready_for_shipment"
+    CANCELLED = "cancelled"
+
+
 class ShippingSpeed(StrEnum):
     STANDARD = "standard"
     EXPRESS = "express"
