@@ -7,10 +7,12 @@ import hashlib
 import hmac
 import json
 import logging
+import mimetypes
+import time
 
 from fastapi import FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import text
 
@@ -21,6 +23,7 @@ from api.schemas import ArtworkOut, OrderIn, OrderOut, ProblemOut
 from core.artwork import ArtworkRefused, normalise_artwork
 from core.errors import PressroomError, Problem
 from core.services.intake import place_order
+from core.signing import ASSET_FILES, verify_asset_signature
 
 log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -125,5 +128,29 @@ def create_app(services: Services | None = None) -> FastAPI:
                              source="channel:shopify", max_quantity=svc.settings.max_quantity)
         payload = result.order if isinstance(result.order, dict) else result.order.as_response()
         return JSONResponse(payload, status_code=201 if result.created else 200)
+
+    @app.get("/v1/assets/{asset_id}/{file}", responses={403: {"model": ProblemOut}, 404: {"model": ProblemOut}})
+    def asset_file(asset_id: str, file: str, expires: int, sig: str) -> Response:
+        """A stored print file, PDF or preview, behind a signed, expiring link (partners, dashboard, e-mail)."""
+        svc: Services = app.state.services
+        if file not in ASSET_FILES:
+            return problem(404, "not-found", f"No file called {file!r}; try one of {sorted(ASSET_FILES)}.")
+        if not verify_asset_signature(svc.settings.asset_url_secret, asset_id, file, expires=expires, sig=sig,
+                                      now=time.time()):
+            return problem(403, "bad-signature", "This link is invalid or has expired; ask for a new one.")
+        with svc.uow() as uow:
+            asset = uow.assets.get(asset_id)
+        key = asset and {"print.png": asset["print_file_key"], "print.pdf": asset["pdf_key"],
+                         "preview": asset["preview_key"]}[file]
+        if not key:
+            return problem(404, "not-found", "That file does not exist.")
+        started = time.perf_counter()
+        data = svc.store.get(key)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        with svc.uow() as uow:
+            uow.assets.record_retrieval(asset_id=asset_id, file=file, ms=elapsed_ms, size=len(data), at=svc.now())
+            uow.commit()
+        media = mimetypes.guess_type(key)[0] or ASSET_FILES[file]
+        return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=300"})
 
     return app

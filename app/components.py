@@ -217,3 +217,36 @@ def timeline_list(events: list[Mapping[str, Any]]) -> None:
             if event["payload"]:
                 with right.expander("payload"):
                     st.json(event["payload"])
+
+
+def render_cache_tiles(cache: Mapping[str, float], latency: Mapping[str, Any]) -> None:
+    """The render cache's hit ratio and print-file retrieval latency (target: p95 under 200 ms)."""
+    ratio, rendered, p95 = st.columns(3)
+    ratio.metric("Render cache hit ratio", f"{cache['hit_ratio']:.0%}",
+                 help="Share of order lines served from an identical design already rendered.")
+    rendered.metric("Designs rendered", f"{int(cache['rendered']):,}", f"{int(cache['hits']):,} reused",
+                    delta_color="off")
+    p95_ms = latency.get("p95_ms")
+    p95.metric("Print-file retrieval p95", "—" if p95_ms is None else f"{p95_ms:.0f} ms",
+               None if p95_ms is None else ("within 200 ms" if p95_ms < 200 else "over 200 ms target"),
+               delta_color="normal" if p95_ms is None or p95_ms < 200 else "inverse",
+               help=f"{latency.get('count', 0)} downloads in the last hour.")
+
+
+def print_files(assets: list[Mapping[str, Any]]) -> None:
+    """Each line's preview thumbnail, pinned template version, and links to the print-ready files."""
+    if not assets:
+        st.caption("Not rendered yet.")
+        return
+    for asset in assets:
+        picture, facts = st.columns([1, 3], gap="medium")
+        if asset.get("url_preview"):
+            picture.image(asset["url_preview"], width=180)
+        facts.markdown(f"**Line {asset['line_no']}** · {plain(asset['sku'])} · template "
+                       f"`{plain(asset['template'])}` **v{asset['version']}** · {plain(asset['size'])}")
+        facts.caption(f"asset {plain(asset['asset_id'][:16])}… · {asset['bytes'] / 1e6:.1f} MB"
+                      + (f" · reused by {asset['reused']} other line(s)" if asset["reused"] else ""))
+        links = [f"[Print file (PNG)]({asset['url_print_png']})"]
+        if asset.get("url_print_pdf"):
+            links.append(f"[Print file (PDF)]({asset['url_print_pdf']})")
+        facts.markdown(" · ".join(links))

@@ -8,7 +8,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app.bootstrap import engine, now
+from app.bootstrap import engine, now, settings
+from core.signing import signed_asset_path
 from db import queries as q
 
 LIVE_TTL_S = 4  # a little under the control room's 5 s refresh, so every refresh sees new numbers
@@ -68,3 +69,28 @@ def order_detail(order_id: str) -> dict[str, Any] | None:
 def timeline(order_id: str) -> list[dict[str, Any]]:
     """The order's events, newest first."""
     return q.timeline(engine(), order_id)
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def render_cache() -> dict[str, float]:
+    """rendered, hits, hit_ratio — all time."""
+    return q.render_cache(engine())
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def retrieval_latency() -> dict[str, Any]:
+    """count, p50_ms, p95_ms — print-file downloads in the last hour."""
+    return q.retrieval_latency(engine(), since=now() - WINDOW)
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def order_assets(order_id: str) -> list[dict[str, Any]]:
+    """The order's rendered files, each with signed links (valid for an hour) to preview, PNG and PDF."""
+    expires = int(now().timestamp()) // 3600 * 3600 + 7200  # stable within the hour, so images cache
+    base, secret = settings().api_url, settings().asset_url_secret
+    assets = []
+    for asset in q.order_assets(engine(), order_id):
+        links = {"print.png": True, "print.pdf": asset["has_pdf"], "preview": asset["has_preview"]}
+        assets.append(asset | {f"url_{name.replace('.', '_')}": base + signed_asset_path(
+            secret, asset["asset_id"], name, expires=expires) for name, present in links.items() if present})
+    return assets

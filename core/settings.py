@@ -38,6 +38,7 @@ class Settings:
     pii_keys: tuple[str, ...] = ()
     blind_index_key: str = ""
     shopify_webhook_secret: str = "shpss_dev_secret"
+    asset_url_secret: str = ""
     payment_decline_rate: float = 0.0
     object_store_dir: str = "var/objects"
     s3_bucket: str = ""
@@ -67,8 +68,9 @@ class Settings:
         environment = env.get("PRESSROOM_ENV", "dev")
         keys = tuple(k.strip() for k in env.get("PRESSROOM_PII_KEYS", "").split(",") if k.strip())
         blind = env.get("PRESSROOM_BLIND_INDEX_KEY", "")
-        if environment == "production" and (not keys or not blind):
-            raise ValueError("PRESSROOM_PII_KEYS and PRESSROOM_BLIND_INDEX_KEY are required in production")
+        if environment == "production" and (not keys or not blind or not env.get("PRESSROOM_ASSET_URL_SECRET")):
+            raise ValueError("PRESSROOM_PII_KEYS, PRESSROOM_BLIND_INDEX_KEY and PRESSROOM_ASSET_URL_SECRET are "
+                             "required in production")
         if not keys:
             keys = (_dev_key("pii"),)
         if not blind:
@@ -86,6 +88,7 @@ class Settings:
             pii_keys=keys,
             blind_index_key=blind,
             shopify_webhook_secret=env.get("SHOPIFY_WEBHOOK_SECRET", defaults.shopify_webhook_secret),
+            asset_url_secret=env.get("PRESSROOM_ASSET_URL_SECRET") or _dev_key("asset-urls"),
             payment_decline_rate=float(env.get("PAYMENT_DECLINE_RATE", defaults.payment_decline_rate)),
             object_store_dir=env.get("OBJECT_STORE_DIR", defaults.object_store_dir),
             s3_bucket=env.get("S3_BUCKET", ""),

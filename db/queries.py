@@ -192,3 +192,39 @@ def timeline(bind: Bind, order_id: str, *, limit: int = 500) -> list[dict[str, A
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
     """Stored enums as their string values, so callers and caches hold only builtins."""
     return {key: str(value) if isinstance(value, StrEnum) else value for key, value in row.items()}
+
+
+# ---- render cache and print files ----------------------------------------------------------------------
+
+
+def render_cache(bind: Bind) -> dict[str, float]:
+    """Distinct designs rendered, cache hits, and the hit ratio (hits / all line renders asked for)."""
+    a = t.assets
+    with _connected(bind) as conn:
+        rendered, hits = conn.execute(select(func.count(), func.coalesce(func.sum(a.c.hits), 0))).one()
+    asked = rendered + hits
+    return {"rendered": int(rendered), "hits": int(hits), "hit_ratio": (hits / asked) if asked else 0.0}
+
+
+def retrieval_latency(bind: Bind, *, since: datetime) -> dict[str, float | int | None]:
+    """Print-file retrieval latency since `since` (the guide's target: p95 under 200 ms)."""
+    r = t.asset_retrievals
+    with _connected(bind) as conn:
+        ms = pd.Series(list(conn.scalars(select(r.c.ms).where(r.c.at >= since))), dtype="float64")
+    if ms.empty:
+        return {"count": 0, "p50_ms": None, "p95_ms": None}
+    return {"count": int(ms.size), "p50_ms": float(ms.quantile(0.5)), "p95_ms": float(ms.quantile(0.95))}
+
+
+def order_assets(bind: Bind, order_id: str) -> list[dict[str, Any]]:
+    """Each line's rendered asset: line, SKU, template and pinned version, size, and which files exist."""
+    line, a = t.order_lines, t.assets
+    with _connected(bind) as conn:
+        rows = conn.execute(
+            select(line.c.line_no, line.c.sku, line.c.template_key, line.c.template_version, a.c.id,
+                   a.c.width, a.c.height, a.c.dpi, a.c.bytes, a.c.pdf_key, a.c.preview_key, a.c.hits)
+            .join(a, a.c.id == line.c.asset_id).where(line.c.order_id == order_id).order_by(line.c.line_no)).all()
+    return [{"line_no": r.line_no, "sku": r.sku, "template": r.template_key, "version": r.template_version,
+             "asset_id": r.id, "size": f"{r.width}×{r.height} px @ {r.dpi} DPI", "bytes": r.bytes,
+             "has_pdf": r.pdf_key is not None, "has_preview": r.preview_key is not None, "reused": r.hits}
+            for r in rows]

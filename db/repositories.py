@@ -252,6 +252,9 @@ class TemplateRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
+    def add_version(self, *, key: str, spec: dict[str, Any], author: str, note: str, at: datetime) -> int:
+        return add_template_version(self.session, key=key, spec=spec, author=author, note=note, at=at)
+
     def spec(self, key: str, version: int) -> dict[str, Any] | None:
         """A pinned template version's stored document (old versions stay renderable)."""
         tv = t.template_versions
@@ -271,6 +274,11 @@ class AssetRepository:
     def add(self, row: dict[str, Any]) -> bool:
         """False when another worker stored the same design first (same key, same bytes)."""
         return insert_ignoring_duplicates(self.session, t.assets, [row], "id") == 1
+
+    def record_retrieval(self, *, asset_id: str, file: str, ms: float, size: int, at: datetime) -> None:
+        """One served download of a stored file: the source guide's retrieval-latency metric reads these."""
+        self.session.execute(insert(t.asset_retrievals).values(at=at, asset_id=asset_id, file=file, ms=ms,
+                                                               bytes=size))
 
     def count_hit(self, key: str) -> None:
         self.session.execute(update(t.assets).where(t.assets.c.id == key).values(hits=t.assets.c.hits + 1))
@@ -303,3 +311,20 @@ class VariantReader:
                                    .join(p, p.c.id == v.c.product_id).where(v.c.sku == sku)).first()
         return None if row is None else {"product_type": row.product_type, "print_method": str(row.print_method),
                                          "colour": row.colour}
+
+
+def add_template_version(session: Session, *, key: str, spec: dict[str, Any], author: str, note: str,
+                         at: datetime) -> int:
+    """Save an edited template as a new version and make it current; existing orders keep their pinned one.
+
+    The current-version row is locked first, so two editors saving at once get versions n+1 and n+2.
+    """
+    current = session.execute(select(t.templates.c.current_version).where(t.templates.c.key == key)
+                              .with_for_update()).scalar_one()
+    latest = session.scalar(select(func.max(t.template_versions.c.version))
+                            .where(t.template_versions.c.template_key == key)) or current
+    version = latest + 1
+    session.execute(insert(t.template_versions).values(template_key=key, version=version, spec=spec,
+                                                       created_at=at, created_by=author, note=note))
+    session.execute(update(t.templates).where(t.templates.c.key == key).values(current_version=version))
+    return version

@@ -425,3 +425,13 @@ alerts = Table(
     Column("acknowledged_at", UtcDateTime, nullable=True),
     Index(None, "kind", "key", "cleared_at"),
 )
+
+asset_retrievals = Table(
+    "asset_retrievals", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False, index=True),
+    Column("asset_id", String(80), nullable=False),
+    Column("file", String(20), nullable=False),
+    Column("ms", Float, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+)

@@ -27,6 +27,8 @@ def live() -> None:
         ui.rejections_chart(queries.rejection_reasons())
     st.subheader("Intake, last hour")
     ui.intake_chart(queries.intake_per_minute())
+    st.subheader("Render cache and print files")
+    ui.render_cache_tiles(queries.render_cache(), queries.retrieval_latency())
 
 
 live()

@@ -133,3 +133,44 @@ def test_a_transient_storage_error_propagates_so_the_actor_retries(api):
     with pytest.raises(StorageUnavailable):
         render_order(order_id, uow=svc.uow(), store=down, now=svc.now, clock=time.perf_counter)
     assert order_row(api, order_id).status == OrderStatus.RENDERING
+
+
+def signed_get(api, asset_id: str, file: str, *, expires: int | None = None, tamper: bool = False):
+    from core.signing import signed_asset_path
+
+    path = signed_asset_path(api.services.settings.asset_url_secret, asset_id, file,
+                             expires=expires or int(time.time()) + 60)
+    if tamper:
+        path = path[:-4] + ("0000" if not path.endswith("0000") else "1111")
+    return api.client.get(path)
+
+
+def test_a_signed_link_serves_the_print_file_and_records_how_long_retrieval_took(api):
+    render(api, place(api))
+    with api.services.engine.connect() as conn:
+        asset = conn.execute(select(t.assets)).one()
+    response = signed_get(api, asset.id, "print.png")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert len(response.content) == asset.bytes
+    assert signed_get(api, asset.id, "preview").headers["content-type"].startswith("image/")
+    with api.services.engine.connect() as conn:
+        retrievals = conn.execute(select(t.asset_retrievals)).all()
+    assert [(r.asset_id, r.file) for r in retrievals] == [(asset.id, "print.png"), (asset.id, "preview")]
+    assert all(r.ms >= 0 for r in retrievals)
+
+
+@pytest.mark.parametrize("how", ["tampered", "expired"])
+def test_a_tampered_or_expired_link_is_refused(api, how):
+    render(api, place(api))
+    with api.services.engine.connect() as conn:
+        asset_id = conn.scalar(select(t.assets.c.id))
+    response = signed_get(api, asset_id, "print.png", tamper=how == "tampered",
+                          expires=int(time.time()) - 1 if how == "expired" else None)
+    assert response.status_code == 403
+
+
+def test_a_mug_has_no_pdf_to_serve(api):
+    render(api, place(api))
+    with api.services.engine.connect() as conn:
+        asset_id = conn.scalar(select(t.assets.c.id))
+    assert signed_get(api, asset_id, "print.pdf").status_code == 404
