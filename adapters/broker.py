@@ -28,11 +28,8 @@ def make_broker(settings: Settings, *, prometheus: bool = False) -> RedisBroker:
                          heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
                          maintenance_chance=settings.broker_maintenance_chance)
     if prometheus:
-        import os
-
-        # Read at import time by Dramatiq's middleware; it would otherwise bind 0.0.0.0.
-        os.environ["dramatiq_prom_host"] = settings.prometheus_host
-        os.environ.setdefault("dramatiq_prom_port", str(settings.prometheus_port))
+        # The exporter runs in a process the Dramatiq CLI forks, which reads its bind address from the
+        # environment (default 0.0.0.0): start workers with `python -m workers`, which sets it to loopback.
         from dramatiq.middleware.prometheus import Prometheus
 
         broker.add_middleware(Prometheus())

@@ -406,8 +406,8 @@ def _place_artwork(canvas: Image.Image, artwork: Image.Image, layout: _Layout) -
     elif layout.fit is Fit.FILL:
         scale = max(box.w / src_w, box.h / src_h)
         crop_w, crop_h = box.w / scale, box.h / scale  # the part of the original that covers the box
-        left, top = (src_w - crop_w) / 2, (src_h - crop_h) / 2
-        source = (left, top, min(src_w, left + crop_w), min(src_h, top + crop_h))  # float noise past the edge
+        left, top = max(0.0, (src_w - crop_w) / 2), max(0.0, (src_h - crop_h) / 2)  # float noise past the edges
+        source = (left, top, min(src_w, left + crop_w), min(src_h, top + crop_h))
         placed = art.resize((box.w, box.h), Image.Resampling.LANCZOS, box=source)
     else:
         scale = min(box.w / src_w, box.h / src_h)

@@ -42,7 +42,11 @@ class OrderRepository:
         self.session.add(order)
 
     def get(self, order_id: str, *, lock: bool = False) -> Order | None:
-        return self.session.get(Order, order_id, with_for_update=lock or None)
+        """The order; with `lock`, its row is locked (FOR UPDATE OF orders) until the transaction ends."""
+        if not lock:
+            return self.session.get(Order, order_id)
+        query = select(Order).where(t.orders.c.id == order_id).with_for_update(of=t.orders)
+        return self.session.scalars(query.execution_options(populate_existing=True)).first()
 
     def by_external(self, channel: str, external_id: str) -> Order | None:
         return self.session.scalars(select(Order).where(

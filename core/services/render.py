@@ -124,16 +124,19 @@ def _render_and_store(line: LineWork, *, uow, store: ObjectStore, now, clock) ->
     except KeyError:
         raise Unrenderable(HoldReason.ARTWORK_MISSING, f"line {line.line_no}: artwork file is missing") from None
     try:
-        with Image.open(io.BytesIO(data), formats=["PNG"]) as artwork:
-            artwork.load()
-            rendered = render_asset(line.spec, artwork=artwork, texts=line.texts, product_type=line.product_type,
-                                    print_method=line.print_method, colour=line.colour,
-                                    make_pdf=line.print_method in PDF_METHODS, clock=clock)
+        artwork = Image.open(io.BytesIO(data), formats=["PNG"])
+        artwork.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as corrupt:
         raise Unrenderable(HoldReason.ARTWORK_MISSING,
                            f"line {line.line_no}: artwork is corrupt ({type(corrupt).__name__})") from None
+    try:
+        rendered = render_asset(line.spec, artwork=artwork, texts=line.texts, product_type=line.product_type,
+                                print_method=line.print_method, colour=line.colour,
+                                make_pdf=line.print_method in PDF_METHODS, clock=clock)
     except RenderError as broken:
         raise Unrenderable(HoldReason.RENDER_FAILED, f"line {line.line_no}: {broken.message}") from None
+    finally:
+        artwork.close()
     base = f"assets/{line.key}"
     print_key = f"{base}/print.png"
     store.put(print_key, rendered.print_png, content_type="image/png")

@@ -32,6 +32,7 @@ class System:
     logs: Path
     api_url: str = ""
     dashboard_url: str = ""
+    metrics_port: int = 0
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def start(self, name: str, *argv: str, **extra_env: str) -> subprocess.Popen:
@@ -84,8 +85,9 @@ def system(pg_url, redis_url, tmp_path) -> System:
     system.env["PRESSROOM_API_URL"] = system.api_url
     try:
         system.start("api", str(BIN / "uvicorn"), "api.asgi:app", "--host", "127.0.0.1", "--port", str(api_port))
-        system.start("worker", str(BIN / "dramatiq"), "workers.actors", "--processes", "1", "--threads", "4",
-                     dramatiq_prom_port=str(free_port()))
+        system.metrics_port = free_port()
+        system.start("worker", sys.executable, "-m", "workers", "workers.actors", "--processes", "1",
+                     "--threads", "4", dramatiq_prom_port=str(system.metrics_port))
         system.start("scheduler", sys.executable, "-m", "workers.scheduler")
         system.wait_http(f"{system.api_url}/healthz")
         yield system

@@ -1,0 +1,87 @@
+"""End to end: storefront sim → API → render worker, as separate processes over real HTTP, PG and Redis."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+import pytest
+from PIL import Image
+from sqlalchemy import create_engine, func, select
+
+import db
+from adapters.objectstore import make_object_store
+from core.states import OrderStatus
+from db import tables as t
+from tests.conftest import settings_for
+
+pytestmark = pytest.mark.e2e
+SETTLED = {OrderStatus.READY_FOR_PRODUCTION, OrderStatus.ON_HOLD, OrderStatus.FAILED}
+
+
+def wait_until_settled(engine, system, expected: int, timeout: float = 300) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            counts = {str(s): n for s, n in conn.execute(select(t.orders.c.status, func.count())
+                                                         .group_by(t.orders.c.status))}
+        if sum(counts.get(s, 0) for s in SETTLED) >= expected:
+            return counts
+        system.assert_alive()
+        time.sleep(1)
+    raise AssertionError(f"orders did not settle in {timeout}s: {counts}; logs in {system.logs}")
+
+
+def test_storefront_orders_flow_to_ready_for_production_with_print_files_matching_their_templates(system, pg_url):
+    # given the API, the workers and the scheduler running as processes
+    # when the storefront sim sends 24 orders over HTTP (3 % invalid ones among them, checked by --strict)
+    sim = subprocess.run([sys.executable, "-m", "sims.storefront", "--url", system.api_url, "--count", "24",
+                          "--seed", "11", "--strict", "--no-progress", "--concurrency", "4"],
+                         env=system.env, capture_output=True, text=True, timeout=300)
+    assert sim.returncode == 0, sim.stdout[-3000:] + sim.stderr[-3000:]
+    engine = create_engine(pg_url)
+    with engine.connect() as conn:
+        accepted = conn.scalar(select(func.count()).select_from(t.orders))
+    assert accepted >= 20
+    # then every accepted order is rendered and ready for production, none held
+    counts = wait_until_settled(engine, system, accepted)
+    assert counts.get("ready_for_production") == accepted, counts
+    # and each stored print file has its template's pixel size, DPI and sRGB profile
+    settings = settings_for(pg_url, object_store_dir=system.env["OBJECT_STORE_DIR"])
+    db.configure(settings)
+    store = make_object_store(settings)
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.assets.c.print_file_key, t.assets.c.width, t.assets.c.height,
+                                   t.template_versions.c.spec)
+                            .join(t.template_versions, (t.template_versions.c.template_key == t.assets.c.template_key)
+                                  & (t.template_versions.c.version == t.assets.c.template_version))).all()
+        timeline = list(conn.scalars(select(t.order_events.c.type).where(
+            t.order_events.c.order_id == conn.scalar(select(t.orders.c.id).limit(1))).order_by(t.order_events.c.id)))
+    assert rows
+    for key, width, height, spec in rows[:3]:
+        image = Image.open(io.BytesIO(store.get(key)))
+        expected = (round(spec["print_area_in"][0] * spec["dpi"]), round(spec["print_area_in"][1] * spec["dpi"]))
+        assert image.size == (width, height) == expected
+        assert tuple(round(v) for v in image.info["dpi"]) == (spec["dpi"], spec["dpi"])
+        assert image.info.get("icc_profile")
+    assert timeline[:2] == ["order.received", "order.rendering"] and timeline[-1] == "order.ready_for_production"
+    engine.dispose()
+
+
+def test_worker_metrics_listen_on_loopback_only(system):
+    # given a worker started the way the Procfile starts it (python -m workers …)
+    deadline = time.monotonic() + 30
+    listening = []
+    while time.monotonic() < deadline and not listening:
+        listening = [c.laddr for c in psutil.net_connections(kind="tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port == system.metrics_port]
+        time.sleep(0.5)
+    # then its Prometheus exporter is bound to 127.0.0.1 only, and serves Dramatiq's metrics there
+    assert [addr.ip for addr in listening] == ["127.0.0.1"]
+    metrics = httpx.get(f"http://127.0.0.1:{system.metrics_port}/metrics", timeout=5).text
+    assert "dramatiq_" in metrics
