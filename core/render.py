@@ -243,6 +243,22 @@ def asset_key(template_key: str, template_version: int, artwork_sha256: str | No
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def text_fits(spec: Mapping[str, Any], slot_name: str, text: str) -> bool:
+    """Whether `text` can be printed in the slot at its smallest size — intake refuses it otherwise, so an
+    accepted order never reaches the renderer with text that would be clipped.
+
+    Raises:
+        RenderError: the template document is malformed.
+    """
+    layout = _parse_layout(spec)
+    slot = next((s for s in layout.texts if s.name == slot_name), None)
+    text = unicodedata.normalize("NFC", text).strip()
+    if slot is None or not text:
+        return slot is not None
+    attempts = (_arc_fits,) if slot.curved else (_whole_words_fit, _split_words_fit)
+    return any(fits(text, slot, layout.dpi, slot.size_pt[0]) is not None for fits in attempts)
+
+
 def points_to_pixels(points: float, dpi: int) -> float:
     """A point is 1/72 inch, so type keeps its printed size whatever the template's DPI."""
     return points / 72 * dpi

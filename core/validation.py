@@ -8,6 +8,7 @@ from typing import Mapping
 from core.catalogue import ArtworkInfo, Variant
 from core.commands import PlaceOrder
 from core.errors import Problem
+from core.render import text_fits
 from core.text import ProhibitedWords, check_custom_text
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -79,9 +80,14 @@ def _text_problems(at: str, texts: Mapping[str, str], variant: Variant,
             problems.append(Problem(field=f"{at}.texts.{slot_name}", code="unknown_text_slot",
                                     message=f"This product has no text called {slot_name!r} (it has: {known})."))
             continue
-        problems += [Problem(field=f"{at}.texts.{slot_name}", code=p.code, message=p.message)
-                     for p in check_custom_text(text, slot=slot_name, max_chars=slot.max_chars,
-                                                allowed=slot.charset, prohibited=prohibited)]
+        found = [Problem(field=f"{at}.texts.{slot_name}", code=p.code, message=p.message)
+                 for p in check_custom_text(text, slot=slot_name, max_chars=slot.max_chars,
+                                            allowed=slot.charset, prohibited=prohibited)]
+        if not found and not text_fits(variant.template.spec, slot_name, text):
+            found.append(Problem(field=f"{at}.texts.{slot_name}", code="text_does_not_fit",
+                                 message=f"The text for {slot_name!r} doesn't fit on this product even at the "
+                                         "smallest size; please shorten it."))
+        problems += found
     return problems
 
 
