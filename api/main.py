@@ -21,6 +21,7 @@ from api.deps import Services, build_services
 from api.problems import domain_error, problem, request_validation_error
 from api.schemas import ArtworkOut, OrderIn, OrderOut, ProblemOut
 from core.artwork import ArtworkRefused, normalise_artwork
+from core.commands import ApplyPartnerEvent
 from core.errors import PressroomError, Problem
 from core.services.intake import place_order
 from core.signing import ASSET_FILES, verify_asset_signature
@@ -116,8 +117,8 @@ def create_app(services: Services | None = None) -> FastAPI:
             return problem(422, "invalid-request", f"Not a Shopify order payload: {type(error).__name__}.",
                            [Problem(field="body", code="invalid", message=str(error)[:300])])
         with svc.uow() as uow:
-            if not uow.inbox.receive(source="shopify", event_id=x_shopify_webhook_id, topic="orders/create",
-                                     body=raw.decode(errors="replace"), at=svc.now()):
+            if uow.inbox.receive(source="shopify", event_id=x_shopify_webhook_id, topic="orders/create",
+                                 body=raw.decode(errors="replace"), at=svc.now()) is None:
                 existing = uow.orders.by_external("shopify", command.external_id)
                 if existing is not None:
                     return JSONResponse({"id": existing.id, "number": existing.number,
@@ -128,6 +129,28 @@ def create_app(services: Services | None = None) -> FastAPI:
                              source="channel:shopify", max_quantity=svc.settings.max_quantity)
         payload = result.order if isinstance(result.order, dict) else result.order.as_response()
         return JSONResponse(payload, status_code=201 if result.created else 200)
+
+    @app.post("/webhooks/partners/{partner_id}", responses={401: {"model": ProblemOut}})
+    async def partner_webhook(partner_id: str, request: Request,
+                              x_partner_signature: str = Header(..., max_length=200),
+                              x_partner_event_id: str = Header(..., max_length=120)) -> JSONResponse:
+        """A print partner's job status: verified over the raw body, stored once in the inbox, answered at once;
+        the `webhooks` queue applies it."""
+        svc: Services = app.state.services
+        raw = await request.body()
+        secret = svc.settings.partner_webhook_secret(partner_id).encode()
+        expected = "sha256=" + hmac.new(secret, raw, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, x_partner_signature):
+            log.warning("partner webhook refused: bad signature (partner %s, event %s)", partner_id[:40],
+                        x_partner_event_id[:40])
+            return problem(401, "bad-signature", "The webhook signature does not match its body.")
+        with svc.uow() as uow:
+            inbox_id = uow.inbox.receive(source=f"partner:{partner_id}", event_id=x_partner_event_id,
+                                         topic="job.status", body=raw.decode(errors="replace"), at=svc.now())
+            if inbox_id is not None:
+                uow.defer(ApplyPartnerEvent(inbox_id=inbox_id))
+            uow.commit()
+        return JSONResponse({"status": "accepted" if inbox_id is not None else "duplicate"})
 
     @app.get("/v1/assets/{asset_id}/{file}", responses={403: {"model": ProblemOut}, 404: {"model": ProblemOut}})
     def asset_file(asset_id: str, file: str, expires: int, sig: str) -> Response:

@@ -87,5 +87,30 @@ def actor_name(command: type[StageCommand]) -> str:
     return f"{command.QUEUE}.{handler_name(command)}"
 
 
-STAGE_COMMANDS: tuple[type[StageCommand], ...] = (RenderAsset,)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteOrder(StageCommand):
+    QUEUE = "production"
+    order_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitBatch(StageCommand):
+    QUEUE = "production"
+    batch_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApplyPartnerEvent(StageCommand):
+    QUEUE = "webhooks"
+    inbox_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InspectJob(StageCommand):
+    QUEUE = "qa"
+    job_id: str
+
+
+STAGE_COMMANDS: tuple[type[StageCommand], ...] = (RenderAsset, RouteOrder, SubmitBatch, ApplyPartnerEvent,
+                                                  InspectJob)
 QUEUES: tuple[str, ...] = tuple(dict.fromkeys(c.QUEUE for c in STAGE_COMMANDS))

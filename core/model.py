@@ -203,6 +203,10 @@ class PrintJob(Aggregate):
         self.partner_id: str | None = None
         self.batch_id: str | None = None
         self.partner_job_id: str | None = None
+        self.product_type: str | None = None
+        self.print_method: str | None = None
+        self.region: str | None = None
+        self.photo_url: str | None = None
         self.created_at = created_at
         self.status = JobStatus.PENDING
         self.status_changed_at = created_at

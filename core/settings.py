@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DEADLINES_S: Mapping[OrderStatus, float] = MappingProxyType({
     OrderStatus.ACCEPTED: 60.0,
     OrderStatus.RENDERING: 300.0,
-    OrderStatus.READY_FOR_PRODUCTION: 900.0,
+    OrderStatus.READY_FOR_PRODUCTION: 2700.0,  # longer than a batch's maximum wait
     OrderStatus.IN_PRODUCTION: 4 * 3600.0,
     OrderStatus.QA: 600.0,
     OrderStatus.READY_TO_SHIP: 600.0,
@@ -28,6 +28,12 @@ DEFAULT_DEADLINES_S: Mapping[OrderStatus, float] = MappingProxyType({
 def _dev_key(label: str) -> str:
     # Deterministic, public, for the embedded demo only: production refuses to start without real keys.
     return base64.urlsafe_b64encode(hashlib.sha256(f"pressroom-dev-{label}".encode()).digest()).decode()
+
+
+def _pairs(raw: str) -> Mapping[str, str]:
+    """"id=value,id2=value2" → {"id": "value", …} (per-partner keys and secrets from one variable)."""
+    pairs = (item.split("=", 1) for item in raw.split(",") if "=" in item)
+    return MappingProxyType({k.strip(): v.strip() for k, v in pairs})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,10 +59,26 @@ class Settings:
     broker_heartbeat_timeout_ms: int = 10_000
     broker_maintenance_chance: int = 100_000  # per million broker commands: 10 %
     reconcile_every_s: float = 5.0
+    partner_api_base: str = "http://127.0.0.1:8100"
+    partner_api_keys: Mapping[str, str] = field(default_factory=dict)
+    partner_webhook_secrets: Mapping[str, str] = field(default_factory=dict)
+    partner_rate_per_s: float = 20.0
+    inventory_sync_every_s: float = 60.0
+    batch_max_wait_s: float = 1800.0
     stage_deadlines_s: Mapping[OrderStatus, float] = field(default_factory=lambda: DEFAULT_DEADLINES_S)
     max_quantity: int = 100
     login_attempts_before_lockout: int = 5
     login_lockout_s: float = 300.0
+
+    def partner_api_key(self, partner_id: str) -> str:
+        return self.partner_api_keys.get(partner_id) or f"pk_dev_{partner_id}"
+
+    def partner_webhook_secret(self, partner_id: str) -> str:
+        return self.partner_webhook_secrets.get(partner_id) or f"whsec_dev_{partner_id}"
+
+    def partner_url(self, partner_id: str, api_url: str = "") -> str:
+        """The partner's API base: its stored URL, or the (sim) base with the partner's path."""
+        return api_url or f"{self.partner_api_base.rstrip('/')}/partners/{partner_id}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -105,5 +127,11 @@ class Settings:
             broker_maintenance_chance=int(env.get("BROKER_MAINTENANCE_CHANCE",
                                                   defaults.broker_maintenance_chance)),
             reconcile_every_s=float(env.get("RECONCILE_EVERY_S", defaults.reconcile_every_s)),
+            partner_api_base=env.get("PARTNER_API_BASE", defaults.partner_api_base),
+            partner_api_keys=_pairs(env.get("PARTNER_API_KEYS", "")),
+            partner_webhook_secrets=_pairs(env.get("PARTNER_WEBHOOK_SECRETS", "")),
+            partner_rate_per_s=float(env.get("PARTNER_RATE_PER_S", defaults.partner_rate_per_s)),
+            inventory_sync_every_s=float(env.get("INVENTORY_SYNC_EVERY_S", defaults.inventory_sync_every_s)),
+            batch_max_wait_s=float(env.get("BATCH_MAX_WAIT_S", defaults.batch_max_wait_s)),
             stage_deadlines_s=MappingProxyType(deadlines),
         )

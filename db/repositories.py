@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 
 from core.catalogue import ArtworkInfo, TemplateSpec, Variant
 from core.events import DomainEvent
-from core.model import Customer, Order, PrintJob
-from core.states import OrderStatus, ShippingSpeed
+from core.model import Batch, Customer, Order, PrintJob
+from core.production import PartnerView
+from core.states import BatchStatus, JobStatus, OrderStatus, ShippingSpeed
 from db import tables as t
 from db.types import keyring
 
@@ -72,6 +73,40 @@ class JobRepository:
     def for_order(self, order_id: str) -> list[PrintJob]:
         return list(self.session.scalars(select(PrintJob).where(t.print_jobs.c.order_id == order_id)
                                          .order_by(t.print_jobs.c.created_at, t.print_jobs.c.id)))
+
+    def get(self, job_id: str, *, lock: bool = False) -> PrintJob | None:
+        if not lock:
+            return self.session.get(PrintJob, job_id)
+        query = select(PrintJob).where(t.print_jobs.c.id == job_id).with_for_update(of=t.print_jobs)
+        return self.session.scalars(query.execution_options(populate_existing=True)).first()
+
+    def by_external(self, partner_id: str, job_id: str) -> PrintJob | None:
+        """The job a partner reports on: its external id is our job id, and it must be that partner's."""
+        job = self.get(job_id, lock=True)
+        return job if job is not None and job.partner_id == partner_id else None
+
+    def routed_unbatched(self) -> list[PrintJob]:
+        j = t.print_jobs
+        return list(self.session.scalars(select(PrintJob).where(j.c.status == JobStatus.PENDING,
+                                                                j.c.partner_id.is_not(None))
+                                         .order_by(j.c.priority.desc(), j.c.created_at)))
+
+    def in_batch(self, batch_id: str) -> list[PrintJob]:
+        j = t.print_jobs
+        return list(self.session.scalars(select(PrintJob).where(j.c.batch_id == batch_id)
+                                         .order_by(j.c.priority.desc(), j.c.created_at)))
+
+    def sku(self, job_id: str) -> str:
+        j, line = t.print_jobs, t.order_lines
+        return self.session.scalar(select(line.c.sku).join(j, j.c.line_id == line.c.id).where(j.c.id == job_id))
+
+    def failed_partners(self, order_id: str, line_id: str, *, after: int = 2) -> list[str]:
+        """Partners where this line already failed QA `after` times: a reprint goes elsewhere."""
+        j = t.print_jobs
+        rows = self.session.execute(select(j.c.partner_id, func.count()).where(
+            j.c.order_id == order_id, j.c.line_id == line_id, j.c.status == JobStatus.QA_FAILED)
+            .group_by(j.c.partner_id)).all()
+        return [partner for partner, failures in rows if partner and failures >= after]
 
 
 class CustomerRepository:
@@ -187,6 +222,33 @@ class StockRepository:
         return None
 
 
+    def sync(self, partner_id: str, on_hand: Mapping[str, int], *, at: datetime) -> None:
+        """Take the partner's count of blanks as truth for on-hand; our reservations stay as they are."""
+        s = t.partner_stock
+        for sku, count in on_hand.items():
+            self.session.execute(update(s).where(s.c.partner_id == partner_id, s.c.sku == sku)
+                                 .values(on_hand=count, synced_at=at))
+
+    def move(self, *, line_id: str, to_partner: str, quantity: int, at: datetime) -> bool:
+        """Move a line's reservation to another partner (routing chose it); False if that partner ran out."""
+        s, r = t.partner_stock, t.stock_reservations
+        held = self.session.execute(select(r.c.id, r.c.partner_id, r.c.sku, r.c.quantity)
+                                    .where(r.c.line_id == line_id, r.c.state == "held")).first()
+        sku = held.sku if held else self.session.scalar(select(t.order_lines.c.sku)
+                                                        .where(t.order_lines.c.id == line_id))
+        taken = self.session.execute(
+            update(s).where(s.c.partner_id == to_partner, s.c.sku == sku, self._free() >= quantity)
+            .values(reserved=s.c.reserved + quantity)).rowcount
+        if taken != 1:
+            return False
+        if held is not None:
+            self.session.execute(update(s).where(s.c.partner_id == held.partner_id, s.c.sku == sku)
+                                 .values(reserved=s.c.reserved - held.quantity))
+            self.session.execute(update(r).where(r.c.id == held.id).values(partner_id=to_partner,
+                                                                           quantity=quantity))
+        return True
+
+
 class IdempotencyRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -231,11 +293,23 @@ class InboxRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def receive(self, *, source: str, event_id: str, topic: str, body: str, at: datetime) -> bool:
-        """Record a verified delivery; False when this (source, event id) was seen before."""
+    def receive(self, *, source: str, event_id: str, topic: str, body: str, at: datetime) -> int | None:
+        """Record a verified delivery; returns its inbox id, or None when (source, event id) was seen before."""
         row = {"source": source, "event_id": event_id, "topic": topic, "body": body, "received_at": at,
                "status": "received"}
-        return insert_ignoring_duplicates(self.session, t.webhook_inbox, [row], "source", "event_id") == 1
+        if insert_ignoring_duplicates(self.session, t.webhook_inbox, [row], "source", "event_id") != 1:
+            return None
+        w = t.webhook_inbox
+        return self.session.scalar(select(w.c.id).where(w.c.source == source, w.c.event_id == event_id))
+
+    def get(self, inbox_id: int, *, lock: bool = False) -> dict[str, Any] | None:
+        query = select(t.webhook_inbox).where(t.webhook_inbox.c.id == inbox_id)
+        row = self.session.execute(query.with_for_update() if lock else query).first()
+        return None if row is None else dict(row._mapping)
+
+    def mark(self, inbox_id: int, *, status: str, at: datetime, error: str | None = None) -> None:
+        self.session.execute(update(t.webhook_inbox).where(t.webhook_inbox.c.id == inbox_id)
+                             .values(status=status, processed_at=at, error=error))
 
 
 class QueueSampleRepository:
@@ -278,6 +352,10 @@ class AssetRepository:
     def add(self, row: dict[str, Any]) -> bool:
         """False when another worker stored the same design first (same key, same bytes)."""
         return insert_ignoring_duplicates(self.session, t.assets, [row], "id") == 1
+
+    def for_line(self, line_id: str) -> dict[str, Any] | None:
+        asset_id = self.session.scalar(select(t.order_lines.c.asset_id).where(t.order_lines.c.id == line_id))
+        return self.get(asset_id) if asset_id else None
 
     def record_retrieval(self, *, asset_id: str, file: str, ms: float, size: int, at: datetime) -> None:
         """One served download of a stored file: the source guide's retrieval-latency metric reads these."""
@@ -332,3 +410,73 @@ def add_template_version(session: Session, *, key: str, spec: dict[str, Any], au
                                                        created_at=at, created_by=author, note=note))
     session.execute(update(t.templates).where(t.templates.c.key == key).values(current_version=version))
     return version
+
+
+class BatchRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, batch: Batch) -> None:
+        self.session.add(batch)
+
+    def get(self, batch_id: str, *, lock: bool = False) -> Batch | None:
+        if not lock:
+            return self.session.get(Batch, batch_id)
+        query = select(Batch).where(t.batches.c.id == batch_id).with_for_update()
+        return self.session.scalars(query.execution_options(populate_existing=True)).first()
+
+    def open(self) -> list[Batch]:
+        """Batches still taking jobs or held by an ops manager."""
+        return list(self.session.scalars(select(Batch).where(t.batches.c.status.in_(
+            [BatchStatus.OPEN, BatchStatus.HELD])).order_by(t.batches.c.created_at)))
+
+    def sizes(self, batch_ids: list[str]) -> dict[str, int]:
+        j = t.print_jobs
+        if not batch_ids:
+            return {}
+        return dict(self.session.execute(select(j.c.batch_id, func.count()).where(j.c.batch_id.in_(batch_ids))
+                                         .group_by(j.c.batch_id)).all())
+
+
+IN_FLIGHT = (JobStatus.BATCHED, JobStatus.SUBMITTED, JobStatus.QUEUED, JobStatus.PRINTING)
+
+
+class PartnerRepository:
+    """Partners as routing sees them: location, methods, capacity, free blanks, load, recent defect rate."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def capacity(self) -> dict[str, dict[str, float]]:
+        rows = self.session.execute(select(t.partners.c.id, t.partners.c.capacity_per_hour)
+                                    .where(t.partners.c.active))
+        return {pid: {m: float(c) for m, c in (cap or {}).items()} for pid, cap in rows}
+
+    def endpoint(self, partner_id: str) -> dict[str, Any]:
+        row = self.session.execute(select(t.partners.c.id, t.partners.c.api_url)
+                                   .where(t.partners.c.id == partner_id)).one()
+        return {"id": row.id, "api_url": row.api_url}
+
+    def views(self, skus: Iterable[str]) -> list[PartnerView]:
+        p, s, j, i = t.partners, t.partner_stock, t.print_jobs, t.inspections
+        skus = list(skus)
+        free: dict[str, dict[str, int]] = {}
+        for pid, sku, n in self.session.execute(select(s.c.partner_id, s.c.sku, s.c.on_hand - s.c.reserved)
+                                                .where(s.c.sku.in_(skus))):
+            free.setdefault(pid, {})[sku] = int(n)
+        load: dict[str, dict[str, int]] = {}
+        for pid, method, n in self.session.execute(select(j.c.partner_id, j.c.print_method, func.count())
+                                                   .where(j.c.status.in_(IN_FLIGHT), j.c.partner_id.is_not(None))
+                                                   .group_by(j.c.partner_id, j.c.print_method)):
+            load.setdefault(pid, {})[method or ""] = int(n)
+        verdicts: dict[str, list[int]] = {}
+        for pid, failed in self.session.execute(select(j.c.partner_id, i.c.status == "failed")
+                                                .join(i, i.c.job_id == j.c.id).order_by(i.c.created_at.desc())
+                                                .limit(2000)):
+            verdicts.setdefault(pid, []).append(int(bool(failed)))
+        return [PartnerView(id=r.id, region=r.region, country=r.country, lat=r.lat, lon=r.lon,
+                            print_methods=frozenset(r.print_methods), capacity_per_hour=dict(r.capacity_per_hour),
+                            free_stock=free.get(r.id, {}), load_units=load.get(r.id, {}),
+                            defect_rate=(sum(verdicts[r.id]) / len(verdicts[r.id])) if verdicts.get(r.id) else 0.0,
+                            active=bool(r.active))
+                for r in self.session.execute(select(p)).all()]

@@ -244,11 +244,17 @@ print_jobs = Table(
     Column("partner_id", String(60), nullable=True),
     _id("batch_id", ForeignKey("batches.id"), nullable=True, index=True),
     Column("partner_job_id", String(80), nullable=True),
+    # Set when routed, so batching groups jobs without decrypting addresses or joining the catalogue.
+    Column("product_type", String(40), nullable=True),
+    Column("print_method", String(20), nullable=True),
+    Column("region", String(20), nullable=True),
+    Column("photo_url", String(400), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("status_changed_at", UtcDateTime, nullable=False),
     Column("redriven_at", UtcDateTime, nullable=True),
     Column("version", Integer, nullable=False),
     Index(None, "status", "status_changed_at"),
+    Index(None, "partner_id", "partner_job_id"),
 )
 
 inspections = Table(

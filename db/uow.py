@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
@@ -34,6 +35,11 @@ class SqlUnitOfWork:
     def __enter__(self) -> SqlUnitOfWork:
         self.session = self.session_factory()
         self._deferred = []
+        # The identity map holds objects weakly: an aggregate loaded in a helper and already autoflushed
+        # could be garbage-collected before commit, taking its unwritten events with it. Keep them alive.
+        self._seen: list[Aggregate] = []
+        event.listen(self.session, "loaded_as_persistent", self._see)
+        event.listen(self.session, "transient_to_pending", self._see)
         self.orders = r.OrderRepository(self.session)
         self.jobs = r.JobRepository(self.session)
         self.customers = r.CustomerRepository(self.session)
@@ -49,11 +55,17 @@ class SqlUnitOfWork:
         self.assets = r.AssetRepository(self.session)
         self.alerts = r.AlertRepository(self.session)
         self.variants = r.VariantReader(self.session)
+        self.batches = r.BatchRepository(self.session)
+        self.partners = r.PartnerRepository(self.session)
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.session.rollback()
         self.session.close()
+
+    def _see(self, _session, obj) -> None:
+        if isinstance(obj, Aggregate):
+            self._seen.append(obj)
 
     def defer(self, command: StageCommand) -> None:
         """Send `command` after the commit succeeds (dropped on rollback)."""
@@ -69,8 +81,8 @@ class SqlUnitOfWork:
             self.session.flush()
             events = list(self.timeline.pending)
             self.timeline.pending.clear()
-            for obj in list(self.session.identity_map.values()):
-                if isinstance(obj, Aggregate) and obj.events:
+            for obj in self._seen:
+                if obj.events:
                     events.extend(obj.events)
                     obj.events.clear()
             r.insert_ignoring_duplicates(self.session, t.order_events, [r.event_row(e) for e in events],

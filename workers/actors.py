@@ -7,6 +7,7 @@ import logging
 from workers.bootstrap import container
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+logging.getLogger("httpx").setLevel(logging.WARNING)
 container()  # sets the global broker before any actor below is declared
 
-from workers import render  # noqa: E402,F401  (declares render.render_asset)
+from workers import production, render  # noqa: E402,F401  (declare the stage actors)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
 import redis
@@ -13,8 +13,12 @@ import db
 from adapters.broker import DramatiqBus, make_broker
 from adapters.ids import TimeOrderedIds
 from adapters.objectstore import make_object_store
+from adapters.partners import PartnerClient
 from core.ports import ObjectStore
+from core.production import BatchPolicy
+from core.services.production import ProductionRules, batch_ready_jobs
 from core.settings import Settings
+from core.signing import signed_asset_path
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,26 @@ class Container:
     @cached_property
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.settings.redis_url, socket_timeout=5)
+
+    @cached_property
+    def partners(self) -> PartnerClient:
+        return PartnerClient(self.redis, rate_per_s=self.settings.partner_rate_per_s)
+
+    def production_rules(self) -> ProductionRules:
+        """The tunable weights and batch policy (defaults until an ops manager stores others)."""
+        return ProductionRules(batching=BatchPolicy(max_wait=timedelta(seconds=self.settings.batch_max_wait_s)))
+
+    def print_file_url(self, asset_id: str) -> str:
+        """A week-long signed link a partner downloads the print file from."""
+        expires = int(self.now().timestamp()) + 7 * 24 * 3600
+        return self.settings.api_url + signed_asset_path(self.settings.asset_url_secret, asset_id, "print.png",
+                                                         expires=expires)
+
+    def partner_callback_url(self, partner_id: str) -> str:
+        return f"{self.settings.api_url}/webhooks/partners/{partner_id}"
+
+    def run_batcher(self) -> list[str]:
+        return batch_ready_jobs(self.uow(), now=self.now(), rules=self.production_rules(), new_id=self.ids.new)
 
     def uow(self) -> db.SqlUnitOfWork:
         return db.SqlUnitOfWork(self.session_factory, self.bus)

@@ -8,6 +8,7 @@ import threading
 from datetime import timedelta
 
 from adapters.broker import queue_stats
+from adapters.partners import PartnerEndpoint, PartnerRefused, PartnerUnavailable
 from core.services.reconcile import reconcile
 from workers.bootstrap import Container, container
 
@@ -26,10 +27,31 @@ def sample_queues(c: Container) -> None:
         uow.commit()
 
 
-def tick(c: Container) -> None:
+def sync_inventory(c: Container) -> None:
+    """Pull each active partner's blank stock, so intake's availability check sees what partners have."""
+    with c.uow() as uow:
+        partners = [(p, uow.partners.endpoint(p)["api_url"]) for p in uow.partners.capacity()]
+    for partner_id, api_url in partners:
+        endpoint = PartnerEndpoint(partner_id=partner_id, base_url=c.settings.partner_url(partner_id, api_url),
+                                   api_key=c.settings.partner_api_key(partner_id))
+        try:
+            stock = c.partners.stock(endpoint)
+        except (PartnerUnavailable, PartnerRefused) as error:
+            log.warning("inventory sync: partner %s: %s", partner_id, error.message)
+            continue
+        with c.uow() as uow:
+            uow.stock.sync(partner_id, stock, at=c.now())
+            uow.commit()
+
+
+def tick(c: Container, beat: int = 0) -> None:
     """One beat; each job runs even if another failed, and failures are logged with their traceback."""
-    for job in (lambda: reconcile(c.uow(), now=c.now(), deadlines_s=c.settings.stage_deadlines_s),
-                lambda: sample_queues(c)):
+    every = max(1, round(c.settings.inventory_sync_every_s / c.settings.reconcile_every_s))
+    jobs = [lambda: reconcile(c.uow(), now=c.now(), deadlines_s=c.settings.stage_deadlines_s),
+            lambda: sample_queues(c), c.run_batcher]
+    if beat % every == 0:
+        jobs.append(lambda: sync_inventory(c))
+    for job in jobs:
         try:
             job()
         except Exception:
@@ -38,13 +60,16 @@ def tick(c: Container) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     c = container()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     log.info("scheduler running every %.1fs", c.settings.reconcile_every_s)
+    beat = 0
     while not stop.is_set():
-        tick(c)
+        tick(c, beat)
+        beat += 1
         stop.wait(c.settings.reconcile_every_s)
 
 

@@ -6,7 +6,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Callable, Mapping
 
-from core.commands import RenderAsset, StageCommand
+from core.commands import RenderAsset, RouteOrder, StageCommand
 from core.events import EventType, Noted
 from core.states import OrderStatus
 
@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 REDRIVE: Mapping[OrderStatus, Callable[[str], StageCommand]] = {
     OrderStatus.ACCEPTED: lambda order_id: RenderAsset(order_id=order_id),
     OrderStatus.RENDERING: lambda order_id: RenderAsset(order_id=order_id),
+    OrderStatus.READY_FOR_PRODUCTION: lambda order_id: RouteOrder(order_id=order_id),
 }
 """Which message moves an order on from each status; statuses that wait on the outside world are absent."""
 

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from PIL import Image, UnidentifiedImageError
 
+from core.commands import RouteOrder
 from core.events import EventType, Noted
 from core.ports import ObjectStore
 from core.render import RenderError, asset_key, render_asset
@@ -191,5 +192,6 @@ def _finish(order_id: str, work: list[LineWork], assets: dict[str, str], hits: i
                          "width": asset.get("width"), "height": asset.get("height"), "dpi": asset.get("dpi")}))
         order.advance(OrderStatus.READY_FOR_PRODUCTION, at=at, source=SOURCE,
                       details={"assets": len(assets), "cache_hits": hits})
+        uow.defer(RouteOrder(order_id=order_id))
         uow.commit()
     return "rendered"

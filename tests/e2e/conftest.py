@@ -33,6 +33,7 @@ class System:
     api_url: str = ""
     dashboard_url: str = ""
     metrics_port: int = 0
+    partner_url: str = ""
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def start(self, name: str, *argv: str, **extra_env: str) -> subprocess.Popen:
@@ -78,17 +79,24 @@ def system(pg_url, redis_url, tmp_path) -> System:
     logs = tmp_path / "logs"
     logs.mkdir()
     env = {**os.environ, **TEST_KEYS, "DATABASE_URL": pg_url, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT),
-           "OBJECT_STORE_DIR": str(tmp_path / "objects"), "RECONCILE_EVERY_S": "1", "PRESSROOM_PROMETHEUS": "1"}
+           "OBJECT_STORE_DIR": str(tmp_path / "objects"), "RECONCILE_EVERY_S": "1", "PRESSROOM_PROMETHEUS": "1",
+           "BATCH_MAX_WAIT_S": "3"}
     system = System(env=env, logs=logs)
-    api_port = free_port()
+    api_port, partner_port = free_port(), free_port()
     system.api_url = f"http://127.0.0.1:{api_port}"
+    system.partner_url = f"http://127.0.0.1:{partner_port}"
     system.env["PRESSROOM_API_URL"] = system.api_url
+    system.env["PARTNER_API_BASE"] = system.partner_url
     try:
         system.start("api", str(BIN / "uvicorn"), "api.asgi:app", "--host", "127.0.0.1", "--port", str(api_port))
         system.metrics_port = free_port()
         system.start("worker", sys.executable, "-m", "workers", "workers.actors", "--processes", "1",
                      "--threads", "4", dramatiq_prom_port=str(system.metrics_port))
         system.start("scheduler", sys.executable, "-m", "workers.scheduler")
+        system.start("partners", sys.executable, "-m", "sims.partner", "--port", str(partner_port),
+                     "--time-scale", "36000", "--callback-base", system.api_url, "--seed", "5",
+                     "--duplicate-rate", "0.1", "--reorder-rate", "0.1", "--defect-rate", "0.05")
+        system.wait_http(f"{system.partner_url}/healthz")
         system.wait_http(f"{system.api_url}/healthz")
         yield system
     finally:

@@ -15,12 +15,13 @@ from sqlalchemy import create_engine, func, select
 
 import db
 from adapters.objectstore import make_object_store
-from core.states import OrderStatus
+from core.states import JobStatus, OrderStatus
 from db import tables as t
 from tests.conftest import settings_for
 
 pytestmark = pytest.mark.e2e
-SETTLED = {OrderStatus.READY_FOR_PRODUCTION, OrderStatus.ON_HOLD, OrderStatus.FAILED}
+RENDERED = {OrderStatus.READY_FOR_PRODUCTION, OrderStatus.IN_PRODUCTION, OrderStatus.QA}
+SETTLED = RENDERED | {OrderStatus.ON_HOLD, OrderStatus.FAILED}
 
 
 def wait_until_settled(engine, system, expected: int, timeout: float = 300) -> dict[str, int]:
@@ -48,9 +49,9 @@ def test_storefront_orders_flow_to_ready_for_production_with_print_files_matchin
     with engine.connect() as conn:
         accepted = conn.scalar(select(func.count()).select_from(t.orders))
     assert accepted >= 20
-    # then every accepted order is rendered and ready for production, none held
+    # then every accepted order is rendered (and moves on towards production), none held
     counts = wait_until_settled(engine, system, accepted)
-    assert counts.get("ready_for_production") == accepted, counts
+    assert sum(counts.get(s, 0) for s in RENDERED) == accepted, counts
     # and each stored print file has its template's pixel size, DPI and sRGB profile
     settings = settings_for(pg_url, object_store_dir=system.env["OBJECT_STORE_DIR"])
     db.configure(settings)
@@ -69,7 +70,7 @@ def test_storefront_orders_flow_to_ready_for_production_with_print_files_matchin
         assert image.size == (width, height) == expected
         assert tuple(round(v) for v in image.info["dpi"]) == (spec["dpi"], spec["dpi"])
         assert image.info.get("icc_profile")
-    assert timeline[:2] == ["order.received", "order.rendering"] and timeline[-1] == "order.ready_for_production"
+    assert timeline[:2] == ["order.received", "order.rendering"] and "order.ready_for_production" in timeline
     engine.dispose()
 
 
@@ -85,3 +86,39 @@ def test_worker_metrics_listen_on_loopback_only(system):
     assert [addr.ip for addr in listening] == ["127.0.0.1"]
     metrics = httpx.get(f"http://127.0.0.1:{system.metrics_port}/metrics", timeout=5).text
     assert "dramatiq_" in metrics
+
+
+def test_orders_are_routed_batched_submitted_and_followed_to_printed_at_the_partner_sim(system, pg_url):
+    # given the system and the partner sim (which also sends duplicate and out-of-order webhooks)
+    sim = subprocess.run([sys.executable, "-m", "sims.storefront", "--url", system.api_url, "--count", "12",
+                          "--seed", "21", "--invalid-rate", "0", "--no-hostile", "--no-progress"],
+                         env=system.env, capture_output=True, text=True, timeout=300)
+    assert sim.returncode == 0, sim.stdout[-3000:]
+    engine = create_engine(pg_url)
+    with engine.connect() as conn:
+        accepted = conn.scalar(select(func.count()).select_from(t.orders))
+    # then every order passes the production gate and every job comes back printed, with a photo link
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            jobs = dict(conn.execute(select(t.print_jobs.c.status, func.count())
+                                     .group_by(t.print_jobs.c.status)).all())
+            orders = dict(conn.execute(select(t.orders.c.status, func.count()).group_by(t.orders.c.status)).all())
+        if set(jobs) == {JobStatus.PRINTED} and orders.get(OrderStatus.QA) == accepted:
+            break
+        system.assert_alive()
+        time.sleep(1)
+    assert set(jobs) == {JobStatus.PRINTED} and orders.get(OrderStatus.QA) == accepted, (jobs, orders, system.logs)
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).where(t.print_jobs.c.photo_url.is_(None))) == 0
+        batches = dict(conn.execute(select(t.batches.c.status, func.count()).group_by(t.batches.c.status)).all())
+        types = set(conn.scalars(select(t.order_events.c.type)))
+        applied = conn.scalar(select(func.count()).where(t.order_events.c.type == "job.printed"))
+    assert set(batches) == {"submitted"}
+    expected = {"job.routed", "job.batched", "job.submitted", "order.in_production", "order.qa"}
+    assert expected <= types, " ".join(sorted(types))
+    # and duplicates never moved a job twice: exactly one "printed" per job
+    assert applied == sum(jobs.values())
+    partner_ledger = httpx.get(f"{system.partner_url}/sim/ledger", timeout=5).json()
+    assert partner_ledger["duplicate_creates"] == 0
+    engine.dispose()

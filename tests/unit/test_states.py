@@ -130,3 +130,38 @@ def test_an_order_can_be_cancelled_before_the_gate():
     order.advance(OrderStatus.RENDERING, at=NOW, source="test")
     order.cancel(at=NOW, source="customer", reason="changed my mind")
     assert order.status == OrderStatus.CANCELLED
+
+
+def test_events_of_an_aggregate_loaded_in_a_helper_survive_until_commit(seeded_sqlite):
+    """Regression: the session's identity map is weak, so events on an unreferenced, flushed order were lost."""
+    import gc
+
+    from sqlalchemy import select, update
+
+    import db
+    from core.events import Noted
+    from db import tables as t
+    from tests.conftest import settings_for
+
+    db.configure(settings_for(seeded_sqlite))
+    engine = db.make_engine(seeded_sqlite)
+    uow = db.SqlUnitOfWork(db.make_session_factory(engine))
+    order = new_aggregate(Entity.ORDER)
+    with uow:
+        uow.customers.add(order.customer)
+        uow.orders.add(order)
+        uow.commit()
+
+    def advance_in_a_helper() -> None:
+        loaded = uow.orders.get(order.id, lock=True)
+        loaded.advance(OrderStatus.RENDERING, at=NOW, source="test")
+
+    with uow:
+        advance_in_a_helper()
+        uow.session.execute(update(t.orders).where(t.orders.c.id == "nobody").values(priority=1))  # autoflush
+        gc.collect()
+        uow.timeline.add(Noted(order_id=order.id, at=NOW, source="test", kind="note.added", key="n1"))
+        uow.commit()
+    with engine.connect() as conn:
+        types = list(conn.scalars(select(t.order_events.c.type).order_by(t.order_events.c.id)))
+    assert sorted(types) == ["note.added", "order.received", "order.rendering"]

@@ -1,0 +1,39 @@
+"""Actors on the `production` and `webhooks` queues: route, submit (the production gate), partner events."""
+
+from __future__ import annotations
+
+import dramatiq
+
+from adapters.partners import PartnerEndpoint
+from core.commands import ApplyPartnerEvent, RouteOrder, SubmitBatch, actor_name
+from core.services import production
+from workers.bootstrap import container
+
+
+@dramatiq.actor(actor_name=actor_name(RouteOrder), queue_name=RouteOrder.QUEUE, max_retries=8)
+def route_order(order_id: str) -> None:
+    c = container()
+    outcome = production.route_order(order_id, uow=c.uow(), now=c.now(), rules=c.production_rules())
+    if outcome == "routed":
+        c.run_batcher()  # batch now rather than at the next scheduler beat: size-full batches go at once
+
+
+@dramatiq.actor(actor_name=actor_name(SubmitBatch), queue_name=SubmitBatch.QUEUE, max_retries=40,
+                min_backoff=2_000, max_backoff=300_000)
+def submit_batch(batch_id: str) -> None:
+    c = container()
+
+    def endpoint_for(partner_id: str) -> PartnerEndpoint:
+        with c.uow() as uow:
+            stored = uow.partners.endpoint(partner_id)
+        return PartnerEndpoint(partner_id=partner_id, base_url=c.settings.partner_url(partner_id, stored["api_url"]),
+                               api_key=c.settings.partner_api_key(partner_id))
+
+    production.submit_batch(batch_id, uow=c.uow(), client=c.partners, endpoint_for=endpoint_for,
+                            file_url=c.print_file_url, callback_url=c.partner_callback_url, now=c.now)
+
+
+@dramatiq.actor(actor_name=actor_name(ApplyPartnerEvent), queue_name=ApplyPartnerEvent.QUEUE, max_retries=10)
+def apply_partner_event(inbox_id: int) -> None:
+    c = container()
+    production.apply_partner_event(inbox_id, uow=c.uow(), now=c.now())
