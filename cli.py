@@ -27,7 +27,10 @@ PROCFILE = ROOT / "Procfile"
 ROLES = tuple(role.value for role in Role)
 MIN_PASSWORD_LENGTH = 8
 MAX_USERNAME_LENGTH = 80
-PROCESS_PORTS = {"api": 8000, "dashboard": 8501, "worker": 9191, "render": 9192}
+PROCESS_PORTS = {"api": 8000, "dashboard": 8501, "worker": 9191, "render": 9192, "partners": 8100}
+DEMO_PACE = {"BATCH_MAX_WAIT_S": "30", "RECONCILE_EVERY_S": "2"}
+"""The embedded demo's pace (overridable from the environment): batches go within 30 s, not the 30 min a
+production line waits to fill a batch, so a new user sees orders reach the partners in the first minute."""
 """Ports the Procfile's processes bind on 127.0.0.1 (the two workers' for metrics): `run` refuses to start
 if one is taken, rather than have that process die and honcho stop all the others."""
 STOP_GRACE_S = 15.0
@@ -179,6 +182,8 @@ def _process_env(settings: Settings, redis_url: str) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"  # their output goes through a pipe to honcho: no block buffering
     env["REDIS_URL"] = redis_url
     env["DATABASE_URL"] = settings.database_url
+    for name, value in DEMO_PACE.items():
+        env.setdefault(name, value)
     return env
 
 

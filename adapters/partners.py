@@ -108,12 +108,18 @@ class PartnerClient:
         raise PartnerUnavailable(f"partner {endpoint.partner_id}: lookup did not get through")
 
     def stock(self, endpoint: PartnerEndpoint) -> dict[str, int]:
-        response = self._request(endpoint, "GET", "/v1/stock")
+        try:
+            response = self._request(endpoint, "GET", "/v1/stock")
+        except _Unknown as unknown:
+            raise PartnerUnavailable(f"partner {endpoint.partner_id}: stock not reachable ({unknown})") from None
         return {row["sku"]: int(row["on_hand"]) for row in response.json()["stock"]}
 
     def cancel(self, endpoint: PartnerEndpoint, partner_job_id: str) -> bool:
         """True when cancelled; False when the partner says it is too late (already printing)."""
-        response = self._request(endpoint, "POST", f"/v1/jobs/{partner_job_id}/cancel", conflict_ok=True)
+        try:
+            response = self._request(endpoint, "POST", f"/v1/jobs/{partner_job_id}/cancel", conflict_ok=True)
+        except _Unknown as unknown:
+            raise PartnerUnavailable(f"partner {endpoint.partner_id}: cancel not confirmed ({unknown})") from None
         return response.status_code == 200
 
     # ---- plumbing ----------------------------------------------------------------------------------
