@@ -250,3 +250,115 @@ def print_files(assets: list[Mapping[str, Any]]) -> None:
         if asset.get("url_print_pdf"):
             links.append(f"[Print file (PDF)]({asset['url_print_pdf']})")
         facts.markdown(" · ".join(links))
+
+
+# ---- production: batch builder and partner panel ----------------------------------------------------------
+
+_PRIORITY_SLIDERS = (  # field, label, slider top, step
+    ("express", "Express shipping", 40.0, 0.5),
+    ("high_value", "High-value order", 20.0, 0.5),
+    ("age_per_hour", "Age, per hour waiting", 5.0, 0.1),
+    ("reprint_boost", "Reprint, per extra attempt", 40.0, 0.5),
+    ("deadline", "Calendar deadline, at its ship-by", 30.0, 0.5),
+)
+_ROUTING_SLIDERS = (("distance", "Distance"), ("capacity", "Free capacity"), ("defects", "Defect record"),
+                    ("stock", "Stock left"))
+
+
+def batch_table(board: pd.DataFrame) -> None:
+    """Each batch against its partner's capacity: target, size, fill, oldest wait and whether it is due."""
+    if board.empty:
+        st.info("No routed jobs are waiting for a batch.", icon=":material/inventory_2:")
+        return
+    st.dataframe(board, hide_index=True, column_config={
+        "capacity_h": st.column_config.NumberColumn("capacity / h", format="%d",
+                                                    help="the partner's units per hour for this print method"),
+        "fill": st.column_config.ProgressColumn("size / target", min_value=0.0, max_value=1.0, format="percent"),
+        "oldest_wait_min": st.column_config.NumberColumn("oldest wait", format="%.0f min"),
+        "release_due": st.column_config.TextColumn(
+            "release due", help="size: full; age: its oldest job has waited the longest wait; blank: not yet"),
+        "priority": st.column_config.NumberColumn(format="%.1f"),
+    })
+
+
+def rules_editor(values: Mapping[str, Any], *, key: str) -> dict[str, Any]:
+    """Widgets for the production rules, starting from `values` (a rules document); returns the edited one."""
+    priority, batching, routing = dict(values["priority"]), dict(values["batching"]), dict(values["routing"])
+    weights, policy = st.columns(2, gap="large")
+    with weights:
+        st.markdown("**Priority weights** (points)")
+        for name, label, top, step in _PRIORITY_SLIDERS:
+            priority[name] = st.slider(label, 0.0, max(top, float(priority[name])), float(priority[name]), step,
+                                       key=f"{key}.priority.{name}")
+    with policy:
+        st.markdown("**Batching**")
+        wait, window = float(batching["max_wait_s"]) / 60, max(5, round(batching["capacity_window_s"] / 60))
+        batching["max_wait_s"] = 60 * st.number_input(
+            "Longest wait for a batch (min)", min(0.05, wait), max(1440.0, wait), wait, 5.0, format="%.2f",
+            key=f"{key}.batching.max_wait", help="an open batch is released when its oldest job has waited this long")
+        batching["capacity_window_s"] = 60 * st.slider(
+            "Target size: minutes of the partner's capacity", 5, max(240, window), window, step=5,
+            key=f"{key}.batching.capacity_window")
+        sizes = (int(batching["min_size"]), int(batching["max_size"]))
+        batching["min_size"], batching["max_size"] = st.slider(
+            "Batch size bounds (jobs)", 1, max(500, sizes[1]), sizes, key=f"{key}.batching.sizes")
+        sla_hours = st.number_input("On-time start: printing within (hours of submission)", 0.25, 72.0,
+                                    values["start_sla_s"] / 3600, 0.25, key=f"{key}.start_sla")
+    with st.expander("Routing weights (they apply to jobs routed from now on)"):
+        for name, label in _ROUTING_SLIDERS:
+            routing[name] = st.slider(label, 0.0, 1.0, float(routing[name]), 0.05, key=f"{key}.routing.{name}")
+    return dict(values) | {"priority": priority, "batching": batching, "routing": routing,
+                           "start_sla_s": sla_hours * 3600}
+
+
+def start_shift_chart(jobs: pd.DataFrame, *, limit: int = 60) -> None:
+    """Each job's predicted start under the rules in force and under the edited ones, earliest first."""
+    predicted = jobs.dropna(subset=["before", "after"])
+    shown = predicted.head(limit)
+    unpredicted = len(jobs) - len(predicted)
+    if unpredicted:
+        st.caption(f"{unpredicted} job(s) have no predicted start: their batch is held (it starts when you "
+                   "release it), or their partner has no capacity for the method.")
+    if shown.empty:
+        return
+    points = shown.melt(id_vars=["job"], value_vars=["before", "after"], var_name="rules", value_name="start")
+    points["rules"] = points["rules"].map({"before": "in force", "after": "edited"})
+    figure = px.scatter(points, x="start", y="job", color="rules", symbol="rules",
+                        labels={"start": "predicted start", "job": ""})
+    figure.update_yaxes(autorange="reversed")
+    figure.update_layout(**(_CHART_LAYOUT | {"showlegend": True, "height": min(900, 120 + 18 * len(shown))}))
+    st.plotly_chart(figure, config={"displayModeBar": False})
+    if len(predicted) > len(shown):
+        st.caption(f"Showing the first {len(shown)} of {len(predicted)} predicted starts; the table has them all.")
+
+
+def start_shift_table(jobs: pd.DataFrame) -> None:
+    st.dataframe(jobs, hide_index=True, column_config={
+        "before": st.column_config.DatetimeColumn("start (in force)", format="D MMM HH:mm"),
+        "after": st.column_config.DatetimeColumn("start (edited)", format="D MMM HH:mm"),
+        "shift_min": st.column_config.NumberColumn("moves by", format="%+.0f min",
+                                                   help="positive: later; blank: held, or no capacity"),
+    })
+
+
+def partner_table(panel: pd.DataFrame, *, start_sla_hours: float) -> None:
+    """Per partner: work at the partner against capacity, lag, and the share of jobs that started on time."""
+    if not (panel["in_flight"].sum() or panel["decided"].sum() or panel["waiting"].sum()):
+        st.caption("No jobs at any partner in the last 24 hours: load, lag and on-time starts show here once "
+                   "batches are submitted.")
+        return
+    frame = panel.assign(lag=panel["lag_s"].map(lambda s: "—" if pd.isna(s) else duration(s)))
+    st.dataframe(frame[["name", "in_flight", "by_method", "queue_hours", "lag", "on_time", "decided", "waiting"]],
+                 hide_index=True, column_config={
+        "name": "partner", "in_flight": st.column_config.NumberColumn("at partner", help="submitted, queued, printing"),
+        "by_method": "per method: at partner / capacity per hour",
+        "queue_hours": st.column_config.ProgressColumn(
+            "queue", min_value=0.0, max_value=start_sla_hours, format="%.1f h",
+            help="the busiest method's work at the partner, in hours of its capacity"),
+        "lag": st.column_config.TextColumn("lag", help="oldest job submitted but not yet printing"),
+        "on_time": st.column_config.ProgressColumn(
+            "on-time start", min_value=0.0, max_value=1.0, format="percent",
+            help=f"jobs submitted in the last 24 h that started printing within {start_sla_hours:g} h"),
+        "decided": st.column_config.NumberColumn("measured"),
+        "waiting": st.column_config.NumberColumn("not due yet"),
+    })

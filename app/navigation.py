@@ -21,6 +21,7 @@ class PageSpec:
 SPECS: Mapping[str, PageSpec] = MappingProxyType({
     "control_room": PageSpec(title="Control room", icon=":material/monitoring:"),
     "order_timeline": PageSpec(title="Order timeline", icon=":material/manage_search:"),
+    "batch_builder": PageSpec(title="Batch builder", icon=":material/view_module:"),
 })
 """Page id (core.policy.PAGES, file pages/<id>.py) → how it appears in the navigation."""
 

@@ -9,6 +9,9 @@ import pandas as pd
 import streamlit as st
 
 from app.bootstrap import engine, now, settings
+from core.errors import PressroomError
+from core.services import batches as b
+from core.services.production import ProductionRules
 from core.signing import signed_asset_path
 from db import queries as q
 
@@ -16,6 +19,7 @@ LIVE_TTL_S = 4  # a little under the control room's 5 s refresh, so every refres
 LOOKUP_TTL_S = 10
 WINDOW = timedelta(hours=1)
 SPARKLINE = timedelta(minutes=30)
+ON_TIME_WINDOW = timedelta(hours=24)
 
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
@@ -94,3 +98,108 @@ def order_assets(order_id: str) -> list[dict[str, Any]]:
         assets.append(asset | {f"url_{name.replace('.', '_')}": base + signed_asset_path(
             secret, asset["asset_id"], name, expires=expires) for name, present in links.items() if present})
     return assets
+
+
+# ---- production: batch builder and partner panel ----------------------------------------------------------
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def rules_document() -> dict[str, Any] | None:
+    """The stored production rules document (None until an ops manager saves one)."""
+    return q.setting(engine(), b.RULES_KEY)
+
+
+def production_rules() -> ProductionRules:
+    """The rules in force: the stored document over the defaults the workers start from."""
+    return b.rules_from_document(rules_document(), defaults=b.defaults_from(settings()))
+
+
+def rules_in_force() -> dict[str, Any]:
+    """Every rule field with its value in force (stored or default), as the editor's starting values."""
+    return b.rules_to_document(production_rules(), start_sla=b.start_sla_from_document(rules_document()))
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def _open_work() -> tuple[list[dict[str, Any]], dict[str, dict[str, float]], dict[str, dict[str, int]]]:
+    """Open jobs, partner capacity and the load already ahead on each line: one consistent read."""
+    with engine().connect() as conn:
+        return q.open_jobs(conn), q.partner_capacity(conn), q.line_load(conn)
+
+
+def _plan(jobs: list[dict[str, Any]], capacity: dict[str, dict[str, float]]) -> list[b.PlannedBatch]:
+    return b.plan_batches([b.OpenJob(**job) for job in jobs], rules=production_rules(), partners_capacity=capacity,
+                          now=now())
+
+
+def _job_label(order_number: str, unit_index: int, job_id: str) -> str:
+    """How a job reads in lists: its order and unit, and the end of its id (an order's lines repeat units)."""
+    return f"{order_number} #{unit_index} (…{job_id[-4:]})"
+
+
+def batch_board() -> pd.DataFrame:
+    """One row per batch as the batcher sees it now: stored open/held ones, then those it would make next."""
+    jobs, capacity, _ = _open_work()
+    rows = []
+    for planned in _plan(jobs, capacity):
+        proposal = planned.proposal
+        rows.append({"batch": planned.batch_id or "(next)", "status": planned.status,
+                     "partner": proposal.key.partner_id, "product": proposal.key.product_type,
+                     "method": proposal.key.print_method, "region": proposal.key.region,
+                     "capacity_h": planned.capacity_per_hour, "target": proposal.target_size, "size": proposal.size,
+                     "fill": proposal.size / proposal.target_size if proposal.target_size else 0.0,
+                     "oldest_wait_min": proposal.oldest_wait.total_seconds() / 60,
+                     "release_due": str(proposal.release_reason or ""), "priority": proposal.priority})
+    return pd.DataFrame(rows, columns=["batch", "status", "partner", "product", "method", "region", "capacity_h",
+                                       "target", "size", "fill", "oldest_wait_min", "release_due", "priority"])
+
+
+def stored_batches() -> list[dict[str, Any]]:
+    """The open and held batches staff can act on, each with its jobs in queue order and its merge partners."""
+    jobs, capacity, _ = _open_work()
+    planned = [p for p in _plan(jobs, capacity) if p.stored]
+    by_id = {job["id"]: job for job in jobs}
+    batches = []
+    for batch in planned:
+        key = batch.proposal.key
+        batches.append({
+            "id": batch.batch_id, "status": batch.status, "group": key.label, "size": batch.proposal.size,
+            "target": batch.proposal.target_size, "priority": batch.proposal.priority,
+            "jobs": [f"{_job_label(by_id[view.id]['order_number'], by_id[view.id]['unit_index'], view.id)} · "
+                     f"priority {view.priority:.1f}" for view in batch.proposal.jobs],
+            "merge_with": [other.batch_id for other in planned
+                           if other.proposal.key == key and other.batch_id != batch.batch_id]})
+    return batches
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def rules_preview(document: dict[str, Any]) -> dict[str, Any]:
+    """Predicted starts under the rules in force and under `document`, per job, before anything is saved.
+
+    Returns error (a sentence, when the edited rules cannot work), jobs (a frame: job, batch, partner,
+    method, before, after, shift_min) and the count of jobs that start earlier or later.
+    """
+    try:
+        proposed = b.rules_from_document(document, defaults=b.defaults_from(settings()))
+    except PressroomError as error:
+        return {"error": error.message, "jobs": pd.DataFrame(), "earlier": 0, "later": 0}
+    jobs, capacity, load = _open_work()
+    shifts = b.preview_rules([b.OpenJob(**job) for job in jobs], current=production_rules(), proposed=proposed,
+                             partners_capacity=capacity, load=load, now=now())
+    frame = pd.DataFrame([{"job": _job_label(s.order_number, s.unit_index, s.job_id), "batch": s.batch,
+                           "partner": s.partner_id, "method": s.print_method, "before": s.before, "after": s.after,
+                           "shift_min": None if s.shift is None else s.shift.total_seconds() / 60}
+                          for s in shifts],
+                         columns=["job", "batch", "partner", "method", "before", "after", "shift_min"])
+    moved = frame["shift_min"].dropna()
+    return {"error": None, "jobs": frame, "earlier": int((moved < -0.5).sum()), "later": int((moved > 0.5).sum())}
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def partner_panel() -> pd.DataFrame:
+    """Per partner: load per method against capacity, lag, and on-time start rate over the last 24 hours."""
+    return q.partner_panel(engine(), now=now(), start_sla=start_sla(), window=ON_TIME_WINDOW)
+
+
+def start_sla() -> timedelta:
+    """How soon after submission a job should start printing (stored with the production rules)."""
+    return b.start_sla_from_document(rules_document())

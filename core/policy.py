@@ -11,15 +11,23 @@ from core.states import Role
 
 _ALL = frozenset(Role)
 _R = Role
+_PRODUCTION = frozenset({_R.OPS_MANAGER, _R.MANAGER})  # who steers batches and production rules
 
 PAGES: Mapping[str, frozenset[Role]] = MappingProxyType({
     "control_room": _ALL,
     "order_timeline": frozenset({_R.SUPPORT_AGENT, _R.OPS_MANAGER, _R.MANAGER}),
+    "batch_builder": frozenset({_R.OPS_MANAGER, _R.MANAGER}),
 })
 """Page id → the roles that see it. A page id is the file name under pages/ without `.py`."""
 
 ACTIONS: Mapping[str, frozenset[Role]] = MappingProxyType({
     "order.add_note": frozenset({_R.SUPPORT_AGENT, _R.OPS_MANAGER, _R.MANAGER}),
+    "batch.hold": _PRODUCTION,
+    "batch.release": _PRODUCTION,
+    "batch.split": _PRODUCTION,
+    "batch.merge": _PRODUCTION,
+    "batch.reprioritise": _PRODUCTION,
+    "production.edit_rules": _PRODUCTION,
 })
 """Action id (`"<entity>.<verb>"`, also the audit log's action) → the roles that may do it."""
 

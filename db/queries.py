@@ -8,9 +8,9 @@ from enum import StrEnum
 from typing import Any, Iterator
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, func, select, union
+from sqlalchemy import Connection, Engine, and_, func, or_, select, union
 
-from core.states import Channel, OrderStatus
+from core.states import BatchStatus, Channel, JobStatus, OrderStatus
 from db import tables as t
 from db.types import keyring
 
@@ -228,3 +228,130 @@ def order_assets(bind: Bind, order_id: str) -> list[dict[str, Any]]:
              "asset_id": r.id, "size": f"{r.width}×{r.height} px @ {r.dpi} DPI", "bytes": r.bytes,
              "has_pdf": r.pdf_key is not None, "has_preview": r.preview_key is not None, "reused": r.hits}
             for r in rows]
+
+
+# ---- production: batch builder and partner panel ----------------------------------------------------------
+
+
+def setting(bind: Bind, key: str) -> Any | None:
+    """A stored settings document (weights, policies…), or None when none is stored yet."""
+    with _connected(bind) as conn:
+        return conn.scalar(select(t.settings.c.value).where(t.settings.c.key == key))
+
+
+def partner_capacity(bind: Bind) -> dict[str, dict[str, float]]:
+    """Active partners' print capacity: partner id → print method → units per hour."""
+    p = t.partners
+    with _connected(bind) as conn:
+        rows = conn.execute(select(p.c.id, p.c.capacity_per_hour).where(p.c.active).order_by(p.c.id)).all()
+    return {pid: {method: float(units) for method, units in (capacity or {}).items()} for pid, capacity in rows}
+
+
+def open_jobs(bind: Bind) -> list[dict[str, Any]]:
+    """Routed jobs not yet at their partner: unbatched ones, and those in open or held batches.
+
+    One dict per job with the fields of `core.services.batches.OpenJob` (the batcher's grouping facts,
+    the priority inputs from the order, and the batch's status, opening time and target).
+    """
+    j, o, b = t.print_jobs, t.orders, t.batches
+    unbatched = and_(j.c.status == JobStatus.PENDING, j.c.partner_id.is_not(None))
+    waiting = and_(j.c.status == JobStatus.BATCHED, b.c.status.in_([BatchStatus.OPEN, BatchStatus.HELD]))
+    with _connected(bind) as conn:
+        rows = conn.execute(
+            select(j.c.id, j.c.order_id, j.c.partner_id, j.c.product_type, j.c.print_method, j.c.region,
+                   j.c.priority, j.c.attempt, o.c.shipping_speed, o.c.total_cents.label("order_value_cents"),
+                   o.c.placed_at, j.c.batch_id, b.c.status.label("batch_status"),
+                   b.c.created_at.label("batch_created_at"), b.c.target_size.label("batch_target"),
+                   o.c.number.label("order_number"), j.c.unit_index)
+            .join(o, o.c.id == j.c.order_id).outerjoin(b, b.c.id == j.c.batch_id)
+            .where(j.c.status.in_([JobStatus.PENDING, JobStatus.BATCHED]), or_(unbatched, waiting))
+            .order_by(j.c.created_at, j.c.id)).all()
+    return [_plain(row._asdict()) | {"product_type": row.product_type or "", "print_method": row.print_method or "",
+                                     "region": row.region or ""} for row in rows]
+
+
+AT_PARTNER = (JobStatus.SUBMITTED, JobStatus.QUEUED, JobStatus.PRINTING)
+
+
+def line_load(bind: Bind) -> dict[str, dict[str, int]]:
+    """Units ahead of the open batches on each partner × method line: released, submitted, queued, printing."""
+    j, b = t.print_jobs, t.batches
+    released = and_(j.c.status == JobStatus.BATCHED, b.c.status == BatchStatus.RELEASED)
+    with _connected(bind) as conn:
+        rows = conn.execute(select(j.c.partner_id, j.c.print_method, func.count())
+                            .outerjoin(b, b.c.id == j.c.batch_id)
+                            .where(j.c.partner_id.is_not(None), or_(j.c.status.in_(AT_PARTNER), released))
+                            .group_by(j.c.partner_id, j.c.print_method)).all()
+    load: dict[str, dict[str, int]] = {}
+    for partner_id, method, units in rows:
+        load.setdefault(partner_id, {})[method or ""] = int(units)
+    return load
+
+
+STARTED = ("job.printing", "job.printed")  # a partner may skip "printing"; the earlier of the two is the start
+
+
+def partner_panel(bind: Bind, *, now: datetime, start_sla: timedelta, window: timedelta) -> pd.DataFrame:
+    """Per partner: work at the partner per method against capacity, lag, and on-time start rate.
+
+    Columns: partner, name, in_flight, by_method (text), queue_hours (the busiest method's units at the
+    partner ÷ its capacity per hour), lag_s (age of the oldest job submitted but not yet printing, from
+    its `job.submitted` event), on_time (share of jobs submitted in the last `window` that started
+    printing within `start_sla`, counting those still waiting past it as late; None before any is
+    decided), decided, waiting (submitted in the window, not started, still within the SLA).
+    """
+    p, j, e = t.partners, t.print_jobs, t.order_events
+    since = now - window
+    at_partner = [JobStatus.SUBMITTED, JobStatus.QUEUED]
+    with _connected(bind) as conn:
+        partners = conn.execute(select(p.c.id, p.c.name, p.c.capacity_per_hour).order_by(p.c.id)).all()
+        in_flight = conn.execute(select(j.c.partner_id, j.c.print_method, func.count())
+                                 .where(j.c.status.in_(AT_PARTNER)).group_by(j.c.partner_id, j.c.print_method)).all()
+        not_started = {row.id: row for row in conn.execute(
+            select(j.c.id, j.c.partner_id, j.c.status_changed_at).where(j.c.status.in_(at_partner)))}
+        submitted_of_waiting = conn.execute(select(e.c.at, e.c.payload).where(
+            e.c.type == "job.submitted", e.c.order_id.in_(select(j.c.order_id).where(j.c.status.in_(at_partner)))))
+        submitted_at = {row.payload.get("entity_id"): row.at for row in submitted_of_waiting}
+        recent = conn.execute(select(e.c.type, e.c.at, e.c.payload).where(
+            e.c.type.in_(("job.submitted", *STARTED)), e.c.at >= since)).all()
+    load: dict[str, dict[str, int]] = {}
+    for partner_id, method, units in in_flight:
+        load.setdefault(partner_id, {})[method or ""] = int(units)
+    oldest: dict[str, datetime] = {}
+    for job_id, row in not_started.items():
+        sent = submitted_at.get(job_id, row.status_changed_at)
+        oldest[row.partner_id] = min(sent, oldest.get(row.partner_id, sent))
+    sent_at: dict[str, tuple[datetime, str]] = {}
+    started_at: dict[str, datetime] = {}
+    for row in recent:
+        job_id = row.payload.get("entity_id")
+        if row.type == "job.submitted":
+            sent_at[job_id] = (row.at, row.payload.get("partner", ""))
+        else:
+            started_at[job_id] = min(row.at, started_at.get(job_id, row.at))
+    verdicts: dict[str, list[bool | None]] = {}
+    for job_id, (sent, partner_id) in sent_at.items():
+        verdict = _on_time(sent, started_at.get(job_id), now=now, start_sla=start_sla)
+        verdicts.setdefault(partner_id, []).append(verdict)
+    rows = []
+    for partner in partners:
+        capacity = {method: float(units) for method, units in (partner.capacity_per_hour or {}).items()}
+        units = load.get(partner.id, {})
+        decided = [v for v in verdicts.get(partner.id, []) if v is not None]
+        rows.append({
+            "partner": partner.id, "name": partner.name, "in_flight": sum(units.values()),
+            "by_method": " · ".join(f"{method} {units.get(method, 0)}/{per_hour:g}"
+                                    for method, per_hour in sorted(capacity.items())),
+            "queue_hours": max((units.get(m, 0) / c for m, c in capacity.items() if c > 0), default=0.0),
+            "lag_s": (now - oldest[partner.id]).total_seconds() if partner.id in oldest else None,
+            "on_time": (sum(decided) / len(decided)) if decided else None,
+            "decided": len(decided), "waiting": verdicts.get(partner.id, []).count(None)})
+    return pd.DataFrame(rows, columns=["partner", "name", "in_flight", "by_method", "queue_hours", "lag_s",
+                                       "on_time", "decided", "waiting"])
+
+
+def _on_time(sent: datetime, started: datetime | None, *, now: datetime, start_sla: timedelta) -> bool | None:
+    """True: started within the SLA; False: started late, or still waiting past it; None: too early to say."""
+    if started is not None:
+        return started - sent <= start_sla
+    return False if now - sent > start_sla else None

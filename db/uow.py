@@ -15,6 +15,7 @@ from core.model import Aggregate
 from core.ports import MessageBus
 from db import repositories as r
 from db import tables as t
+from db.audit import AuditRepository, SettingsRepository
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ class SqlUnitOfWork:
         self.variants = r.VariantReader(self.session)
         self.batches = r.BatchRepository(self.session)
         self.partners = r.PartnerRepository(self.session)
+        self.audit = AuditRepository(self.session)
+        self.settings_store = SettingsRepository(self.session)
         return self
 
     def __exit__(self, *exc_info) -> None:

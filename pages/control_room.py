@@ -1,4 +1,4 @@
-"""Control room: orders per state, queue depth and lag, intake rate and refusals — refreshing itself."""
+"""Control room: orders per state, queue depth and lag, intake, refusals and partners — refreshing itself."""
 
 import streamlit as st
 
@@ -29,6 +29,8 @@ def live() -> None:
     ui.intake_chart(queries.intake_per_minute())
     st.subheader("Render cache and print files")
     ui.render_cache_tiles(queries.render_cache(), queries.retrieval_latency())
+    st.subheader("Print partners")
+    ui.partner_table(queries.partner_panel(), start_sla_hours=queries.start_sla().total_seconds() / 3600)
 
 
 live()
