@@ -1,0 +1,1066 @@
+"""Automated visual inspection: register a photo of a printed item to its print file, diff it, classify it.
+
+Pure image math on arrays (numpy and OpenCV); no I/O, clock or environment. Images are RGB (Pillow's order);
+OpenCV's BGR never leaks out of this module.
+
+How one inspection goes:
+
+1. **Working scale.** The print file (up to 4500x5400 or more) is reduced once, with INTER_AREA by a whole
+   factor k when one lands near ``working_long_side`` (OpenCV's fast path), so a working pixel is
+   ``25.4 / dpi * k`` mm and every size is reported in mm at print scale.
+2. **Register first.** ORB keypoints, Hamming k-NN with Lowe's ratio test, a MAGSAC++ homography, then ECC
+   (``MOTION_HOMOGRAPHY``) coarse to fine on quarter- and half-size pairs: p95 error under 0.75 working px on
+   the partner sim's photos, under 0.35 px on most. A design that isn't the ordered one can't be registered
+   (few matches agree) or registers turned (a film printed upside down): the strongest "wrong design" signs.
+3. **Normalise exposure.** A camera's light is smooth in space and bounded in strength; ink is neither. The
+   log luminance ratio photo/reference is fitted as a quadratic surface in (x, y) plus a free curve of the
+   reference's luminance (which soaks up fades and shifts: they depend on colour, not place), robustly. The
+   surface is divided out; exposure and white balance, read on the lightest areas, are clipped to
+   +/-``exposure`` and +/-``white_balance`` (the camera's plausible range), so they cannot absorb a real
+   colour shift of dE 8+: it survives, minus at most those few percent.
+4. **Compare in CIELAB with CIE76 dE** (Euclidean distance in L*a*b*: cheap, and dE2000's perceptual
+   corrections change no verdict at these thresholds). A tone model is fitted robustly on the inked pixels,
+   per channel photo = slope * reference + offset (L its own slope; a, b one chroma slope), paper staying
+   paper: 1 - slope is ``fade``; the mean colour error it leaves, ``delta_e_bias``, is the colour shift. The
+   per-pixel residual after that model, minus what a sub-pixel misalignment explains at the file's own
+   edges, is the local defect map; SSIM on L (Gaussian window, own implementation) adds structural loss and,
+   weighted by structure at quarter scale, says whether this is the ordered design at all.
+5. **Classify** with ``DefectReason`` and the zone's ``Tolerances``; every threshold lives there. ``damaged``
+   (a torn or stained blank) is left to people: nothing in the print file says what the blank looked like.
+
+Misregistration, as measured here: the print sits offset on its canvas/media. Registration aligns the
+*design*, so the canvas (the blank: sheet, platen area) is what moved in the aligned photo. Its four edges
+are found as straight lines against the table around it (a homography keeps lines straight), giving the
+canvas homography; ``shift_mm`` is how far the matched design points sit from where the file puts them on
+that canvas (median over keypoints, so registration error in blank corners doesn't leak in), in mm. This is
+what the partner sim injects (content translated within the canvas, blank at one edge). A canvas that can't
+be told from the table (white paper on a white table) can't show an offset: ``canvas_sides_seen`` says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+
+import cv2
+import numpy as np
+
+from core.errors import PressroomError
+from core.states import DefectReason
+
+logger = logging.getLogger(__name__)
+
+MM_PER_INCH = 25.4
+DEFAULT_WORKING_LONG_SIDE = 1000
+DEFAULT_PREVIEW_LONG_SIDE = 800  # the render stage's preview size, so the overlay lines up with the preview
+_WHITE = (255, 255, 255)
+
+
+class Verdict(StrEnum):
+    """The three outcomes of an inspection, stored as they are."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    REVIEW = "review"
+
+
+class InspectionError(PressroomError):
+    """The inputs cannot be inspected at all (not an image, empty, wrong dpi); nothing was judged."""
+
+    code = "inspection_input"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tolerances:
+    """What a zone of a print may deviate before it is borderline or defective.
+
+    A check fails at its threshold and is borderline ("review") within ``review_margin`` (a fraction of the
+    threshold) below it. Defaults fit a DTG/inkjet print photographed on a partner's photo station.
+    """
+
+    delta_e_global: float = 4.0  # CIE76 dE of the uniform colour error over inked pixels (the colour shift)
+    delta_e_local: float = 12.0  # CIE76 dE a pixel may differ, after the global model, before it is a defect
+    blob_mm: float = 3.0  # width (largest inscribed disc) of a blot/smudge component
+    missing_mm: float = 6.0  # width of a component where the substrate shows instead of ink
+    shift_mm: float = 1.5  # offset of the design on its canvas
+    fade: float = 0.15  # lost share of contrast or chroma (1 - slope of the tone model)
+    ssim_min: float = 0.35  # local SSIM below it marks a pixel as structurally damaged (with half the dE)
+    wrong_design_ssim: float = 0.6  # mean Lab SSIM over the ink (~1 cm windows) below it: not the ordered design
+    review_margin: float = 0.25
+    # Registration: fewer agreeing matches than min_* is hopeless (fail), fewer than weak_* is doubtful (review).
+    min_inliers: int = 15
+    weak_inliers: int = 40
+    min_inlier_ratio: float = 0.08
+    weak_inlier_ratio: float = 0.2
+    max_registration_error_px: float = 2.0  # median keypoint residual; ORB's own localisation is ~0.5-1 px
+    # A photo station shoots items upright; a print turned further than this was printed turned (wrong film).
+    max_rotation_deg: float = 20.0
+    # What the lighting model may absorb: the camera's exposure and white balance, no more.
+    exposure: float = 0.08
+    white_balance: float = 0.03
+
+
+DEFAULT = Tolerances()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Zone:
+    """A rectangle of the print with its own tolerances: text zones strict, textures tolerant."""
+
+    name: str
+    box: tuple[float, float, float, float]  # x, y, w, h as fractions of the reference
+    tolerances: Tolerances = DEFAULT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Registration:
+    """Where the photo's pixels land on the reference, and how much to trust it."""
+
+    ok: bool  # a plausible homography was found (trust it only as far as inliers/ratio/error say)
+    homography: np.ndarray  # 3x3, photo pixel -> reference pixel, in the inputs' own coordinates
+    matches: int
+    inliers: int
+    inlier_ratio: float
+    error_px: float  # median reprojection error of the inlier keypoints, in working-reference pixels
+    ecc: float  # ECC correlation after refinement; nan when ECC didn't run or didn't converge
+    rotation_deg: float  # how far the print is turned in the photo; a film printed upside down shows ~180
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InspectionResult:
+    """Verdict, suspected reasons (most severe first), scores, and the images the review page shows."""
+
+    verdict: Verdict  # a str: "pass" | "fail" | "review"
+    reasons: tuple[DefectReason, ...]
+    scores: Mapping[str, float]  # finite numbers only: a score that couldn't be measured is absent
+    heatmap: np.ndarray  # RGB uint8 at preview size: aligned photo + defect colour map, components outlined
+    aligned: np.ndarray  # RGB uint8 photo warped into the working reference frame
+    worst_region: tuple[int, int, int, int]  # x, y, w, h in working-reference pixels
+    registration: Registration | None = None
+
+
+# --- scaling ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Scaled:
+    image: np.ndarray
+    fx: float  # source pixels per scaled pixel, across
+    fy: float  # and down
+
+    @property
+    def factor(self) -> float:
+        return (self.fx + self.fy) / 2
+
+    def to_source(self) -> np.ndarray:
+        """Scaled pixel -> source pixel (pixel centres: x_src = f * x + (f - 1) / 2, as cv2.resize maps them)."""
+        return np.array([[self.fx, 0, (self.fx - 1) / 2], [0, self.fy, (self.fy - 1) / 2], [0, 0, 1]])
+
+
+def _reduce(image: np.ndarray, long_side: int) -> _Scaled:
+    """Shrink to about ``long_side``: by a whole factor when one is close (fast, exact), else INTER_AREA."""
+    height, width = image.shape[:2]
+    longest = max(height, width)
+    if longest <= long_side * 1.25:
+        return _Scaled(image, 1.0, 1.0)
+    k = round(longest / long_side)
+    if 0.8 <= longest / k / long_side <= 1.25:
+        cropped = image[: height - height % k, : width - width % k]  # < k px off the far edges
+        small = cv2.resize(cropped, (cropped.shape[1] // k, cropped.shape[0] // k), interpolation=cv2.INTER_AREA)
+        return _Scaled(small, float(k), float(k))
+    size = (max(1, round(width * long_side / longest)), max(1, round(height * long_side / longest)))
+    return _Scaled(cv2.resize(image, size, interpolation=cv2.INTER_AREA), width / size[0], height / size[1])
+
+
+def _as_rgb(image: np.ndarray, what: str, substrate: tuple[int, int, int]) -> np.ndarray:
+    """RGB uint8 from gray, RGB or RGBA (transparent = no ink, so the substrate shows)."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise InspectionError(f"The {what} must be a uint8 numpy array, got {getattr(image, 'dtype', type(image))}.")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or min(image.shape[:2]) < 32:
+        raise InspectionError(f"The {what} must be an RGB or RGBA image of at least 32x32, got {image.shape}.")
+    if image.shape[2] == 4:
+        alpha = image[:, :, 3:]
+        ink = cv2.multiply(image[:, :, :3], np.repeat(alpha, 3, axis=2), scale=1 / 255)
+        paper = cv2.multiply(np.full_like(ink, substrate), np.repeat(255 - alpha, 3, axis=2), scale=1 / 255)
+        image = cv2.add(ink, paper)
+    return np.ascontiguousarray(image)
+
+
+def _working_reference(reference: np.ndarray, long_side: int, substrate: tuple[int, int, int]) -> _Scaled:
+    """Reduce before compositing alpha: compositing is linear, so it commutes with area averaging."""
+    if isinstance(reference, np.ndarray) and reference.ndim == 3 and reference.shape[2] == 4:
+        _as_rgb(reference[:32, :32], "reference", substrate)  # validate the dtype cheaply
+        alpha = reference[:, :, 3:]
+        premultiplied = np.dstack([cv2.multiply(reference[:, :, :3], np.repeat(alpha, 3, axis=2), scale=1 / 255),
+                                   alpha])
+        small = _reduce(premultiplied, long_side)
+        a = small.image[:, :, 3:].astype(np.float32) / 255
+        rgb = small.image[:, :, :3].astype(np.float32) + (1 - a) * np.asarray(substrate, np.float32)
+        return _Scaled(np.clip(rgb + 0.5, 0, 255).astype(np.uint8), small.fx, small.fy)
+    return _reduce(_as_rgb(reference, "reference", substrate), long_side)
+
+
+# --- registration ----------------------------------------------------------------------------------------
+
+_ORB_FEATURES = 1500  # 3000 registered no better (30 hard cases) at twice the matching time
+_RATIO = 0.8
+_LSH_INDEX = {"algorithm": 6, "table_number": 6, "key_size": 12, "multi_probe_level": 1}  # FLANN's LSH: half
+# the time of brute-force Hamming k-NN at 1500 features, as many ratio-test survivors
+_RANSAC_PX = 3.0
+_ECC_RIM_MM = 7.0  # the largest offset of a print on its canvas worth registering through (the sim's: 6 mm)
+_ECC_RIM_SHARE = 0.03  # the same when the dpi isn't known
+_ECC_MAX_CORRECTION = 0.05  # of the long side: ECC moving a corner further has slid somewhere else
+
+
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+
+def _corners(width: int, height: int) -> np.ndarray:
+    return np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float64)
+
+
+def _apply(h: np.ndarray, points: np.ndarray) -> np.ndarray:
+    homogeneous = np.c_[points, np.ones(len(points))] @ h.T
+    return homogeneous[:, :2] / homogeneous[:, 2:3]
+
+
+def _plausible(h_ref_to_photo: np.ndarray, ref_shape: tuple[int, ...], photo_shape: tuple[int, ...]) -> bool:
+    """The reference must land in the photo as a convex quad of sensible size, the same way round (a mirror
+    image is a film printed mirrored: no camera makes one)."""
+    if not np.all(np.isfinite(h_ref_to_photo)):
+        return False
+    quad = _apply(h_ref_to_photo, _corners(ref_shape[1], ref_shape[0]))
+    edges = np.roll(quad, -1, axis=0) - quad
+    cross = edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1] - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]
+    if not np.all(cross > 0):  # clockwise on screen, as the reference's own corners
+        return False
+    area = 0.5 * abs(np.sum(quad[:, 0] * np.roll(quad[:, 1], -1) - quad[:, 1] * np.roll(quad[:, 0], -1)))
+    ratio = area / float(photo_shape[0] * photo_shape[1])
+    return 0.05 <= ratio <= 4.0
+
+
+@dataclass(frozen=True, slots=True)
+class _WorkingRegistration:
+    h: np.ndarray | None  # working reference pixel -> working photo pixel
+    matches: int
+    inliers: int
+    error_px: float
+    ecc: float
+    points: np.ndarray  # the inlier keypoints, in working reference pixels: where the homography is best
+
+
+_NOTHING = np.zeros((0, 2))
+
+
+def _register_working(ref: np.ndarray, photo: np.ndarray, rim: int) -> _WorkingRegistration:
+    """Homography between the working reference and the working photo (reference -> photo).
+
+    ``rim``: working px along the reference's edges that ECC leaves out (see ``_refine_ecc``).
+    """
+    orb = cv2.ORB_create(nfeatures=_ORB_FEATURES, fastThreshold=8)
+    ref_gray, photo_gray = _gray(ref), _gray(photo)
+    kp_ref, des_ref = orb.detectAndCompute(ref_gray, None)
+    kp_photo, des_photo = orb.detectAndCompute(photo_gray, None)
+    if des_ref is None or des_photo is None or len(kp_ref) < 8 or len(kp_photo) < 8:
+        return _WorkingRegistration(None, 0, 0, math.inf, math.nan, _NOTHING)
+    pairs = cv2.FlannBasedMatcher(_LSH_INDEX, {"checks": 50}).knnMatch(des_ref, des_photo, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < _RATIO * p[1].distance]
+    if len(good) < 8:
+        return _WorkingRegistration(None, len(good), 0, math.inf, math.nan, _NOTHING)
+    src = np.float32([kp_ref[m.queryIdx].pt for m in good])
+    dst = np.float32([kp_photo[m.trainIdx].pt for m in good])
+    h, mask = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, _RANSAC_PX, maxIters=5000, confidence=0.999)
+    if h is None or mask is None or not _plausible(h, ref.shape, photo.shape):
+        return _WorkingRegistration(None, len(good), 0, math.inf, math.nan, _NOTHING)
+    inlier = mask.ravel().astype(bool)
+    h, ecc = _refine_ecc(ref_gray, photo_gray, h, rim)
+    residual = _apply(np.linalg.inv(h), dst[inlier].astype(np.float64)) - src[inlier]
+    error = float(np.median(np.linalg.norm(residual, axis=1))) if inlier.any() else math.inf
+    return _WorkingRegistration(h, len(good), int(inlier.sum()), error, ecc, src[inlier].astype(np.float64))
+
+
+def _refine_ecc(ref_gray: np.ndarray, photo_gray: np.ndarray, h: np.ndarray, rim: int) -> tuple[np.ndarray, float]:
+    """Sub-pixel refinement by ECC (homography), coarse to fine: quarter size, then half size.
+
+    Features can be 10-20 px off where they cluster (on text) and the design is smooth elsewhere; the quarter
+    level pulls that in, the half level makes it sub-pixel. Each level keeps its result only when it makes
+    the pair agree better. The reference's outer ``rim`` is left out: in the photo the canvas's outline
+    against the table is a strong edge the file doesn't have (at the file's edge, or inside it when the
+    print sits offset), and ECC slides towards it (measured: full-bleed designs went from 1.0 to 0.3 px p95
+    error without the rim). No Gaussian pre-filter: it cost accuracy.
+    """
+    ref_half, photo_half = cv2.pyrDown(ref_gray), cv2.pyrDown(photo_gray)
+    levels = ((0.25, cv2.pyrDown(ref_half), cv2.pyrDown(photo_half), 30), (0.5, ref_half, photo_half, 40))
+    ecc = math.nan
+    for scale, template, moving, iterations in levels:
+        inset = max(2, round(rim * scale))
+        h, ecc = _ecc_level(template, moving, h, scale=scale, inset=inset, iterations=iterations)
+    return h, ecc
+
+
+def _ecc_level(template: np.ndarray, moving: np.ndarray, h: np.ndarray, *, scale: float, inset: int,
+               iterations: int) -> tuple[np.ndarray, float]:
+    """One ECC level on a pyrDown'ed pair (pyrDown keeps every other pixel centre: x_small = x * scale)."""
+    down = np.diag([scale, scale, 1.0])
+    shift = np.array([[1, 0, inset], [0, 1, inset], [0, 0, 1]], np.float64)
+    template = np.ascontiguousarray(template[inset:-inset, inset:-inset]).astype(np.float32)
+    if min(template.shape) < 16:
+        return h, math.nan
+    moving = moving.astype(np.float32)
+    warp = (down @ h @ np.linalg.inv(down) @ shift).astype(np.float32)
+    warp /= warp[2, 2]
+    size = (template.shape[1], template.shape[0])
+    before = cv2.computeECC(template, cv2.warpPerspective(moving, warp, size, flags=cv2.INTER_LINEAR
+                                                          | cv2.WARP_INVERSE_MAP))
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, 1e-5)
+    try:
+        ecc, warp = cv2.findTransformECC(template, moving, warp, cv2.MOTION_HOMOGRAPHY, criteria, None, 1)
+    except cv2.error as error:  # "not converged": keep what we had
+        logger.debug("ECC did not converge at scale %s: %s", scale, error)
+        return h, math.nan
+    refined = np.linalg.inv(down) @ warp.astype(np.float64) @ np.linalg.inv(shift) @ down
+    refined /= refined[2, 2]
+    full = (template.shape[1] + 2 * inset) / scale, (template.shape[0] + 2 * inset) / scale
+    corners = _corners(round(full[0]), round(full[1]))
+    moved = np.max(np.linalg.norm(_apply(refined, corners) - _apply(h, corners), axis=1))
+    if not np.isfinite(moved) or moved > _ECC_MAX_CORRECTION * max(full) or ecc <= before:
+        return h, math.nan
+    return refined, float(ecc)
+
+
+def _photo_working(photo: np.ndarray, working_long_side: int) -> _Scaled:
+    """The photo a little denser than the working reference (it includes a margin around the print)."""
+    return _reduce(photo, round(working_long_side * 1.3))
+
+
+def register(reference: np.ndarray, photo: np.ndarray, *, dpi: float | None = None,
+             working_long_side: int = DEFAULT_WORKING_LONG_SIDE,
+             substrate: tuple[int, int, int] = _WHITE) -> Registration:
+    """Find the homography that carries the photo's pixels onto the reference's.
+
+    Returns a ``Registration`` with ``ok=False`` (the whole photo stretched over the reference) when no
+    plausible homography exists: a failed registration is evidence (a wrong design), not an error.
+
+    Raises:
+        InspectionError: an input isn't an RGB/RGBA/gray uint8 image.
+    """
+    ref = _working_reference(reference, working_long_side, substrate)
+    pho = _photo_working(_as_rgb(photo, "photo", substrate), working_long_side)
+    found = _register_working(ref.image, pho.image, _rim_px(ref, dpi))
+    return _to_input_registration(found, ref, pho)
+
+
+def _rim_px(ref: _Scaled, dpi: float | None) -> int:
+    """ECC's ignored rim: a physical width when the print's scale is known, else a share of its size."""
+    if dpi:
+        return max(4, round(_ECC_RIM_MM / (MM_PER_INCH / dpi * ref.factor)))
+    return max(4, round(_ECC_RIM_SHARE * max(ref.image.shape[:2])))
+
+
+def _to_input_registration(found: _WorkingRegistration, ref: _Scaled, pho: _Scaled) -> Registration:
+    if found.h is None:
+        fit = ref.to_source() @ _fit_matrix(ref.image.shape, pho.image.shape) @ np.linalg.inv(pho.to_source())
+        return Registration(ok=False, homography=fit / fit[2, 2], matches=found.matches, inliers=found.inliers,
+                            inlier_ratio=0.0, error_px=math.inf, ecc=math.nan, rotation_deg=0.0)
+    h = ref.to_source() @ np.linalg.inv(found.h) @ np.linalg.inv(pho.to_source())
+    return Registration(ok=True, homography=h / h[2, 2], matches=found.matches, inliers=found.inliers,
+                        inlier_ratio=found.inliers / max(found.matches, 1), error_px=found.error_px, ecc=found.ecc,
+                        rotation_deg=_rotation_deg(found.h, ref.image.shape))
+
+
+def _rotation_deg(h_ref_to_photo: np.ndarray, ref_shape: tuple[int, ...]) -> float:
+    """Angle of the reference's x axis in the photo, at the reference's centre, in (-180, 180]."""
+    centre = np.array([[ref_shape[1] / 2, ref_shape[0] / 2], [ref_shape[1] / 2 + 1, ref_shape[0] / 2]])
+    a, b = _apply(h_ref_to_photo, centre)
+    return float(math.degrees(math.atan2(b[1] - a[1], b[0] - a[0])))
+
+
+def _fit_matrix(ref_shape: tuple[int, ...], photo_shape: tuple[int, ...]) -> np.ndarray:
+    """Photo -> reference by stretching the whole photo over the reference (the fallback view)."""
+    return np.diag([ref_shape[1] / photo_shape[1], ref_shape[0] / photo_shape[0], 1.0])
+
+
+# --- exposure --------------------------------------------------------------------------------------------
+
+_GRID_LONG_SIDE = 96
+_LIGHTING_SHAPE_MAX = 0.25  # a gradient plus vignette never spans more than this (log units, either way)
+_TONE_KNOTS = 7
+
+
+def _design_matrix(u: np.ndarray, v: np.ndarray, degree: int) -> np.ndarray:
+    """Spatial polynomial terms without the constant (the tone curve carries the level)."""
+    columns = [np.zeros_like(u)[:, None][:, :0]]
+    if degree >= 1:
+        columns.append(np.stack([u, v], axis=-1))
+    if degree >= 2:
+        columns.append(np.stack([u * u, u * v, v * v], axis=-1))
+    return np.concatenate(columns, axis=-1)
+
+
+def _hat_basis(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """Piecewise-linear interpolation weights over the knots (a partition of unity)."""
+    position = np.clip(np.interp(x, knots, np.arange(len(knots))), 0, len(knots) - 1)
+    low = np.minimum(np.floor(position).astype(int), len(knots) - 2)
+    frac = position - low
+    basis = np.zeros((len(x), len(knots)))
+    basis[np.arange(len(x)), low] = 1 - frac
+    basis[np.arange(len(x)), low + 1] = frac
+    return basis
+
+
+def _robust_mad(values: np.ndarray, floor: float) -> float:
+    return max(1.4826 * float(np.median(np.abs(values - np.median(values)))), floor)
+
+
+def _fit_lighting(ref: np.ndarray, photo: np.ndarray, valid: np.ndarray,
+                  tolerances: Tolerances) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Smooth illumination surface and bounded channel gains: photo = light(x, y) * gain_c * tone(reference).
+
+    The log luminance ratio photo/reference is fitted as a quadratic surface in (x, y) *plus* a free curve of
+    the reference luminance. The curve soaks up whatever the ink did (a fade, a shift: they depend on the
+    colour, not on the place), so the surface is the light alone. Exposure and white balance are read where
+    the reference is lightest (paper and light tints: what ink defects change least) and clipped to the
+    camera's plausible range, so they cannot hide a colour shift.
+
+    Returns (surface as a gain map at working size, per-channel gains, scores).
+    """
+    height, width = ref.shape[:2]
+    scale = _GRID_LONG_SIDE / max(height, width)
+    size = (max(4, round(width * scale)), max(4, round(height * scale)))
+    weights = np.array([0.2126, 0.7152, 0.0722], np.float32)
+    y_full = cv2.transform(ref, weights[None, :])
+
+    def cells(image: np.ndarray) -> np.ndarray:
+        shrunk = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        return shrunk.reshape(-1, shrunk.shape[2] if shrunk.ndim == 3 else 1).astype(np.float64)
+
+    ref_grid, photo_grid = cells(ref), cells(photo)
+    y_spread = np.sqrt(np.maximum(cells(cv2.multiply(y_full, y_full)).ravel() - cells(y_full).ravel() ** 2, 0))
+    valid_grid = cells(valid.astype(np.float32)).ravel() > 0.99
+    y_ref, y_photo = np.einsum("ij,j->i", ref_grid, weights), np.einsum("ij,j->i", photo_grid, weights)
+    usable = valid_grid & (y_ref > 0.05) & (y_photo > 0.02) & (y_spread < 0.05)
+    v, u = np.mgrid[0:size[1], 0:size[0]].astype(np.float64)
+    u = (u.ravel() + 0.5) / size[0] * 2 - 1
+    v = (v.ravel() + 0.5) / size[1] * 2 - 1
+    spread_uv = float(np.std(u[usable]) + np.std(v[usable])) if usable.any() else 0.0
+    degree = 2 if usable.mean() > 0.2 and spread_uv > 0.6 else 1 if usable.mean() > 0.05 else 0
+    surface = np.zeros(u.shape)
+    exposure, channel_log = 0.0, np.zeros(3)
+    if usable.sum() >= 3 * _TONE_KNOTS:
+        yr = y_ref[usable]
+        ratio = np.log(y_photo[usable] / yr)
+        knots = np.unique(np.quantile(yr, np.linspace(0, 1, _TONE_KNOTS)))
+        tone = _hat_basis(yr, knots) if len(knots) > 1 else np.ones((len(yr), 1))
+        spatial = _design_matrix(u[usable], v[usable], degree)
+        a = np.concatenate([spatial, tone], axis=1)
+        w = np.ones(len(ratio))
+        ridge = 1e-6 * np.eye(a.shape[1])
+        for _ in range(4):  # normal equations by einsum: BLAS would start threads for a 12x12 product
+            weighted = a * w[:, None]
+            coef = np.linalg.solve(np.einsum("ij,ik->jk", weighted, a) + ridge, np.einsum("ij,i->j", weighted, ratio))
+            residual = ratio - np.einsum("ij,j->i", a, coef)
+            w = (np.abs(residual) < 2.5 * _robust_mad(residual[w > 0], 0.01)).astype(np.float64)
+            if w.sum() < a.shape[1] * 3:
+                w[:] = 1
+                break
+        surface = np.einsum("ij,j->i", _design_matrix(u, v, degree), coef[:spatial.shape[1]])
+        surface -= surface.mean()
+        light_cells = usable.copy()
+        light_cells[usable] = (w > 0) & (yr >= np.quantile(yr, 0.8))
+        light_cells &= (ref_grid.min(axis=1) > 0.02) & (photo_grid.min(axis=1) > 0.01)  # every channel lit
+        level = np.log(photo_grid[light_cells] / ref_grid[light_cells]) - surface[light_cells, None]
+        if len(level):
+            exposure = float(np.median(np.einsum("ij,j->i", level, weights.astype(np.float64))))
+            channel_log = np.median(level, axis=0) - exposure
+    shape = np.clip(surface, -_LIGHTING_SHAPE_MAX, _LIGHTING_SHAPE_MAX)
+    exposure_kept = float(np.clip(exposure, math.log(1 - tolerances.exposure), math.log(1 + tolerances.exposure)))
+    wb = math.log(1 + tolerances.white_balance)
+    gains = np.exp(exposure_kept + np.clip(channel_log, -wb, wb))
+    shape_map = cv2.resize(shape.reshape(size[1], size[0]).astype(np.float32), (width, height),
+                           interpolation=cv2.INTER_LINEAR)
+    scores = {"exposure_gain": math.exp(exposure), "lighting_range": float(np.exp(shape.max() - shape.min()) - 1)}
+    return cv2.exp(shape_map), gains.astype(np.float32), scores
+
+
+# --- colour ----------------------------------------------------------------------------------------------
+
+
+def _lab(rgb01: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.clip(rgb01, 0, 1).astype(np.float32), cv2.COLOR_RGB2Lab)
+
+
+def _lab_of(colour: tuple[int, int, int] | np.ndarray) -> np.ndarray:
+    return _lab(np.asarray(colour, np.float32).reshape(1, 1, 3) / 255).reshape(3)
+
+
+@dataclass(frozen=True, slots=True)
+class _ToneModel:
+    """Inked pixels: photo_lab ~ slope * reference_lab + offset (L its own slope, a and b one for chroma).
+
+    Paper stays paper: an ink defect (a drifting channel, thin ink) changes where ink is, so the prediction
+    blends from "as the file" on bare substrate to the model on full ink.
+    """
+
+    slope: np.ndarray  # (3,)
+    offset: np.ndarray  # (3,)
+    fade: float
+    cut: float  # residual dE beyond which an inked pixel is a local defect, not part of the tone
+
+    def bias_over(self, ref: np.ndarray, photo: np.ndarray, substrate_lab: np.ndarray) -> float | None:
+        """The uniform colour error over some inked pixels (N x 3 Lab), local defects left out."""
+        if len(ref) < 8:
+            return None
+        ref, photo = ref.astype(np.float64), photo.astype(np.float64)
+        residual = photo - (ref * self.slope + self.offset)
+        # around the region's own typical residual: a zone can be off as a whole, a blot in it is an outlier
+        keep = np.linalg.norm(residual - np.median(residual, axis=0), axis=1) <= self.cut
+        if keep.sum() < 8:
+            return None
+        return _uniform_error(ref[keep].mean(axis=0), photo[keep].mean(axis=0), self.slope, substrate_lab)
+
+    def predict(self, lab: np.ndarray, inkness: np.ndarray) -> np.ndarray:
+        change = np.zeros((3, 4), np.float32)  # model - lab, per channel: (slope - 1) * lab + offset
+        change[:, :3] = np.diag(self.slope - 1)
+        change[:, 3] = self.offset
+        return cv2.add(lab, cv2.multiply(cv2.transform(lab, change), cv2.merge([inkness] * 3)))
+
+
+_INK_DE = 10.0  # dE from the substrate from which a pixel counts as fully inked (partly from 2)
+
+
+def _inkness(lab: np.ndarray, substrate_lab: np.ndarray) -> np.ndarray:
+    distance = _distance(lab, np.broadcast_to(substrate_lab, lab.shape).astype(np.float32))
+    return np.clip((distance - 2) / (_INK_DE - 2), 0, 1)
+
+
+def _fit_tone(ref_lab: np.ndarray, photo_lab: np.ndarray, inked: np.ndarray, substrate_lab: np.ndarray) -> _ToneModel:
+    """Robust per-channel affine fit over the inked pixels; ridge priors keep the slopes at 1 where the
+    design has no spread to tell from. Paper-only prints fall back to every pixel."""
+    r = ref_lab.reshape(-1, 3).astype(np.float64)
+    p = photo_lab.reshape(-1, 3).astype(np.float64)
+    inked = inked.ravel()
+    if inked.sum() >= max(30, 0.02 * len(r)):
+        r, p = r[inked], p[inked]
+    keep = np.ones(len(r), bool)
+    slope, offset = np.ones(3), np.zeros(3)
+    priors = (25.0, 9.0)  # pseudo-variance of L and of a/b: a design with less spread than this says little
+    for _ in range(3):
+        rk, pk = r[keep], p[keep]
+        mr, mp = rk.mean(axis=0), pk.mean(axis=0)
+        dr, dp = rk - mr, pk - mp
+        slope_l = (np.mean(dr[:, 0] * dp[:, 0]) + priors[0]) / (np.mean(dr[:, 0] ** 2) + priors[0])
+        slope_ab = ((np.mean(dr[:, 1] * dp[:, 1] + dr[:, 2] * dp[:, 2]) + priors[1])
+                    / (np.mean(dr[:, 1] ** 2 + dr[:, 2] ** 2) + priors[1]))
+        slope = np.array([slope_l, slope_ab, slope_ab])
+        offset = mp - slope * mr
+        residual = np.linalg.norm(p - (r * slope + offset), axis=1)
+        cut = max(3 * _robust_mad(residual, 0.5), 4.0)  # defects out, the model's own error in
+        keep = residual <= cut
+        if keep.sum() < 3:
+            keep[:] = True
+    fade = float(max(0.0, 1 - min(slope[0], slope[1])))
+    return _ToneModel(slope, offset, fade, cut)
+
+
+def _uniform_error(mean_ref: np.ndarray, mean_photo: np.ndarray, slope: np.ndarray,
+                   substrate_lab: np.ndarray) -> float:
+    """dE between the mean colours that a fade doesn't explain: read once as no fade (the plain difference)
+    and once as ink thinned towards the substrate by the fitted slope; the smaller reading is the shift."""
+    plain = mean_photo - mean_ref
+    towards_substrate = mean_photo - (substrate_lab + slope * (mean_ref - substrate_lab))
+    return float(min(np.linalg.norm(plain), np.linalg.norm(towards_substrate)))
+
+
+def _ssim_map(x: np.ndarray, y: np.ndarray, *, data_range: float = 100.0, sigma: float = 1.5) -> np.ndarray:
+    """Structural similarity (Wang et al. 2004) with a Gaussian window, from five blurs."""
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+
+    def blur(img: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(img, (0, 0), sigma)
+
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx * mx
+    syy = blur(y * y) - my * my
+    sxy = blur(x * y) - mx * my
+    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+
+
+def _gradient_magnitude(lab: np.ndarray) -> np.ndarray:
+    """dE per pixel of the reference's own edges: what a sub-pixel misalignment turns into difference."""
+    gx = cv2.Sobel(lab, cv2.CV_32F, 1, 0, ksize=3, scale=1 / 8)
+    gy = cv2.Sobel(lab, cv2.CV_32F, 0, 1, ksize=3, scale=1 / 8)
+    squares = cv2.add(cv2.multiply(gx, gx), cv2.multiply(gy, gy))
+    return cv2.sqrt(cv2.transform(squares, np.ones((1, 3), np.float32)))
+
+
+# --- misregistration: the canvas against the content ---------------------------------------------------
+
+_PAD_MM = 16.0  # how much of the photo around the print is warped along (the table and the canvas edges)
+_EDGE_SEARCH_MM = 8.5  # furthest a canvas edge is looked for from where the file's edge is (offset + error)
+_EDGE_MIN_STEP = 10.0  # RGB distance between the table and the canvas below which an edge can't be told
+_CANVAS_RIM_MM = 1.0  # next to the canvas edge the photo blends table and print: not judged
+_SIDES = ("left", "right", "top", "bottom")
+
+
+def _strip(image: np.ndarray, side: str, pad: int, depth: int) -> np.ndarray:
+    """The band along one side of the padded frame as (along, depth_from_outside, ...), outside first."""
+    height, width = image.shape[:2]
+    inner = slice(pad, height - pad) if side in ("left", "right") else slice(pad, width - pad)
+    if side == "left":
+        band = image[inner, :depth]
+    elif side == "right":
+        band = image[inner, width - 1:width - 1 - depth:-1]
+    elif side == "top":
+        band = np.swapaxes(image[:depth, inner], 0, 1)
+    else:
+        band = np.swapaxes(image[height - 1:height - 1 - depth:-1, inner], 0, 1)
+    return np.ascontiguousarray(band)
+
+
+def _edge_offsets(padded: np.ndarray, inside: np.ndarray, pad: int, search: int) -> dict[str, np.ndarray]:
+    """Per side, (along, offset) samples: how far inside the file's edge the canvas edge is (px, + = inwards).
+
+    Along each line across the edge: the table's colour from the outermost pixels, then the first place the
+    colour departs from it by half the step it makes; sub-pixel by linear interpolation.
+    """
+    smooth = cv2.GaussianBlur(padded.astype(np.float32), (0, 0), 1.0)
+    table_depth = max(3, pad - search)
+    found: dict[str, np.ndarray] = {}
+    for side in _SIDES:
+        band = _strip(smooth, side, pad, pad + search)
+        ok = _strip(cv2.erode(inside.astype(np.uint8), np.ones((5, 5), np.uint8)), side, pad, pad + search) > 0
+        band = cv2.blur(band, (1, 5))  # average 5 neighbouring lines: less noise, same edge
+        table_ok = ok[:, :table_depth]
+        counts = table_ok.sum(axis=1)
+        table = (band[:, :table_depth] * table_ok[:, :, None]).sum(axis=1) / np.maximum(counts, 1)[:, None]
+        distance = np.sqrt(np.sum((band - table[:, None, :]) ** 2, axis=2))
+        noise = np.sqrt((distance[:, :table_depth] ** 2 * table_ok).sum(axis=1) / np.maximum(counts, 1))
+        first = np.clip(6 * noise, _EDGE_MIN_STEP, 2 * _EDGE_MIN_STEP)
+        depth_index = np.arange(distance.shape[1])[None, :]
+        beyond = (distance > first[:, None]) & ok & (depth_index >= table_depth)
+        usable = beyond.any(axis=1) & (counts >= 3)
+        lines = np.nonzero(usable)[0]
+        if len(lines) < 8:
+            continue
+        t1 = beyond[lines].argmax(axis=1)
+        last = distance.shape[1] - 1
+        inner_level = np.median(distance[lines[:, None], np.clip(t1[:, None] + np.arange(2, 6), 0, last)], axis=1)
+        level = inner_level / 2
+        window = np.clip(t1[:, None] + np.arange(-3, 3), 0, last - 1)
+        d0 = distance[lines[:, None], window]
+        d1 = distance[lines[:, None], window + 1]
+        crossing = (d0 < level[:, None]) & (d1 >= level[:, None])
+        has = crossing.any(axis=1) & (inner_level > first[lines])
+        j = crossing.argmax(axis=1)
+        rows = np.arange(len(lines))
+        a, b = d0[rows, j], d1[rows, j]
+        position = window[rows, j] + (level - a) / np.maximum(b - a, 1e-6)
+        offset = position - (pad - 0.5)  # the file's edge is the boundary before pixel `pad`
+        found[side] = np.stack([lines[has].astype(np.float64), offset[has]], axis=1)
+    return found
+
+
+def _robust_line(samples: np.ndarray) -> tuple[float, float] | None:
+    """offset = a + b * along, refitted without the samples more than ~1 px off (defects, corners)."""
+    along, offset = samples[:, 0], samples[:, 1]
+    a, b = float(np.median(offset)), 0.0  # start from the median: a least-squares start follows the outliers
+    keep = np.ones(len(along), bool)
+    for _ in range(4):
+        residual = np.abs(offset - (a + b * along))
+        keep = residual < max(1.0, 3 * _robust_mad(offset[keep] - (a + b * along[keep]), 0.2))
+        if keep.sum() < 8:
+            return None
+        b, a = np.polyfit(along[keep], offset[keep], 1)
+    return (float(a), float(b)) if keep.sum() >= max(8, 0.2 * len(along)) else None
+
+
+def _canvas(padded: np.ndarray, inside: np.ndarray, pad: int, search: int,
+            shape: tuple[int, int]) -> tuple[np.ndarray | None, int]:
+    """The canvas outline in working-reference pixels (4x2, clockwise from top-left), and how many sides
+    were seen. A side that can't be seen mirrors the opposite one: the canvas is the file's size."""
+    height, width = shape
+    lines = {side: _robust_line(samples) for side, samples in _edge_offsets(padded, inside, pad, search).items()}
+    seen = sum(line is not None for line in lines.values())
+    for side, opposite in (("left", "right"), ("right", "left"), ("top", "bottom"), ("bottom", "top")):
+        if lines.get(side) is None and lines.get(opposite) is not None:
+            a, b = lines[opposite]
+            lines[side] = (-a, -b)
+    if any(lines.get(side) is None for side in _SIDES):
+        return None, seen
+    # x = left(y), x = right(y), y = top(x), y = bottom(x), each offset measured inwards from the file's edge
+    edges = {
+        "left": lambda a, b: (np.array([1.0, -b]), -0.5 + a),  # x - b*y = -0.5 + a
+        "right": lambda a, b: (np.array([1.0, b]), width - 0.5 - a),  # x + b*y = w - 0.5 - a
+        "top": lambda a, b: (np.array([-b, 1.0]), -0.5 + a),
+        "bottom": lambda a, b: (np.array([b, 1.0]), height - 0.5 - a),
+    }
+    equations = {side: edges[side](*lines[side]) for side in _SIDES}
+    corners = []
+    for first, second in (("left", "top"), ("right", "top"), ("right", "bottom"), ("left", "bottom")):
+        (n1, c1), (n2, c2) = equations[first], equations[second]
+        corners.append(np.linalg.solve(np.stack([n1, n2]), np.array([c1, c2])))
+    return np.array(corners), seen
+
+
+def _content_offset(quad: np.ndarray, points: np.ndarray, shape: tuple[int, int]) -> tuple[float, float]:
+    """Where the content sits on the canvas minus where the file puts it (px), at the matched keypoints."""
+    height, width = shape
+    frame = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [width - 0.5, height - 0.5], [-0.5, height - 0.5]])
+    to_canvas = cv2.getPerspectiveTransform(quad.astype(np.float32), frame.astype(np.float32)).astype(np.float64)
+    if not len(points):
+        points = np.array([[width / 2, height / 2]])
+    shift = _apply(to_canvas, points) - points
+    return float(np.median(shift[:, 0])), float(np.median(shift[:, 1]))
+
+
+# --- zones, checks, verdict ------------------------------------------------------------------------------
+
+_MISSING_FILL = 0.8  # share of its bounding box a missing patch fills (an ellipse fills 0.79, a splash less)
+_EDGE_SLACK_PX = 0.7  # registration error budget: residual dE allowed per unit of edge gradient
+
+
+@dataclass(frozen=True, slots=True)
+class _Check:
+    reason: DefectReason
+    zone: str
+    severity: float  # score / threshold: >= 1 fails, >= 1 - review_margin is borderline
+    review_from: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Component:
+    box: tuple[int, int, int, int]
+    size_mm: float  # width: diameter of the largest disc inside, so thin slivers along edges stay small
+    reason: DefectReason
+    zone: int
+    severity: float
+    mask: np.ndarray = field(repr=False)
+
+
+def _zone_index(shape: tuple[int, int], zones: Sequence[Zone]) -> np.ndarray:
+    """Per pixel: 0 = the whole-print default, i = zones[i - 1] (later zones paint over earlier ones)."""
+    height, width = shape
+    index = np.zeros((height, width), np.uint8)
+    for i, zone in enumerate(zones, start=1):
+        x, y, w, h = zone.box
+        x0, y0 = round(x * width), round(y * height)
+        x1, y1 = round((x + w) * width), round((y + h) * height)
+        index[max(0, y0):min(height, y1), max(0, x0):min(width, x1)] = i
+    return index
+
+
+# What a reason explains, most first: a wrong design explains every difference; a print-wide ink or placement
+# fault explains local side effects (a shift clipped at the gamut's edge leaves a patch; an offset leaves a
+# band); local faults explain only themselves. Within a tier the larger excess over its threshold leads.
+_TIER = {DefectReason.WRONG_DESIGN: 0, DefectReason.COLOUR_SHIFT: 1, DefectReason.FADED_PRINT: 1,
+         DefectReason.MISREGISTRATION: 1, DefectReason.MISSING_AREA: 2, DefectReason.INK_BLOT: 2,
+         DefectReason.DAMAGED: 2}
+
+
+def _verdict(checks: list[_Check]) -> tuple[tuple[DefectReason, ...], str]:
+    """Fail on any check at or over its threshold, review within the margin below it. Reasons: the failing
+    ones by tier then severity, then the borderline ones."""
+    failing = [c for c in checks if c.severity >= 1]
+    doubtful = [c for c in checks if c.review_from <= c.severity < 1]
+    if not failing and not doubtful:
+        return (), Verdict.PASS
+    worst: dict[DefectReason, float] = {}
+    for check in failing + doubtful:
+        worst[check.reason] = max(worst.get(check.reason, 0.0), check.severity)
+    order = sorted(worst, key=lambda r: (worst[r] < 1, _TIER[r], -worst[r]))
+    return tuple(order), Verdict.FAIL if failing else Verdict.REVIEW
+
+
+def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-pixel Euclidean distance of two 3-channel float32 images (CIE76 dE when both are L*a*b*)."""
+    d = cv2.subtract(a, b) if a.shape == b.shape else (a - b).astype(np.float32)
+    return cv2.sqrt(cv2.transform(cv2.multiply(d, d), np.ones((1, 3), np.float32)))
+
+
+def inspect(reference: np.ndarray, photo: np.ndarray, *, dpi: float, zones: Sequence[Zone] = (),
+            tolerances: Tolerances = DEFAULT, working_long_side: int = DEFAULT_WORKING_LONG_SIDE,
+            substrate: tuple[int, int, int] = _WHITE,
+            preview_long_side: int = DEFAULT_PREVIEW_LONG_SIDE) -> InspectionResult:
+    """Judge a photo of a printed item against its print file.
+
+    Args:
+        reference: the print file, RGB or RGBA uint8 (transparent = no ink), any size.
+        photo: the partner's photo, RGB uint8, the print somewhere inside with some table around it.
+        dpi: the print file's resolution, so pixels become mm at print scale.
+        zones: rectangles with their own tolerances; the rest of the print uses ``tolerances``.
+        substrate: the blank's colour (garment, paper) that shows where ink is missing.
+
+    Returns:
+        An ``InspectionResult``; "review" when a score is borderline or the registration is doubtful.
+
+    Raises:
+        InspectionError: an input isn't an image or ``dpi`` isn't positive.
+    """
+    if not isinstance(dpi, int | float) or not math.isfinite(dpi) or dpi <= 0:
+        raise InspectionError(f"dpi must be a positive number, got {dpi!r}.")
+    ref = _working_reference(reference, working_long_side, substrate)
+    pho = _photo_working(_as_rgb(photo, "photo", substrate), working_long_side)
+    found = _register_working(ref.image, pho.image, _rim_px(ref, dpi))
+    registration = _to_input_registration(found, ref, pho)
+    mm_per_px = MM_PER_INCH / dpi * ref.factor
+    height, width = ref.image.shape[:2]
+
+    hopeless = (found.h is None or found.inliers < tolerances.min_inliers
+                or registration.inlier_ratio < tolerances.min_inlier_ratio
+                or abs(registration.rotation_deg) > tolerances.max_rotation_deg)
+    weak = (not hopeless) and (found.inliers < tolerances.weak_inliers
+                               or registration.inlier_ratio < tolerances.weak_inlier_ratio
+                               or found.error_px > tolerances.max_registration_error_px)
+    to_photo = np.linalg.inv(_fit_matrix(ref.image.shape, pho.image.shape)) if hopeless else found.h
+    pad = max(4, round(_PAD_MM / mm_per_px))
+    framed = to_photo @ np.array([[1, 0, -pad], [0, 1, -pad], [0, 0, 1]], np.float64)
+    size = (width + 2 * pad, height + 2 * pad)
+    padded = cv2.warpPerspective(pho.image, framed, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                 borderMode=cv2.BORDER_CONSTANT)
+    inside = cv2.warpPerspective(np.full(pho.image.shape[:2], 255, np.uint8), framed, size,
+                                 flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT) > 0
+    aligned = np.ascontiguousarray(padded[pad:pad + height, pad:pad + width])
+    valid = inside[pad:pad + height, pad:pad + width]
+
+    shift_px, sides_seen = (0.0, 0.0), 0
+    if not hopeless:
+        quad, sides_seen = _canvas(padded, inside, pad, max(3, round(_EDGE_SEARCH_MM / mm_per_px)),
+                                   (height, width))
+        if quad is not None:
+            shift_px = _content_offset(quad, found.points, (height, width))
+            on_canvas = np.zeros((height, width), np.uint8)
+            cv2.fillConvexPoly(on_canvas, np.round(quad).astype(np.int32), 1)
+            rim = 2 * max(2, round(_CANVAS_RIM_MM / mm_per_px)) + 1  # the canvas edge's own blur is no defect
+            valid &= cv2.erode(on_canvas, np.ones((rim, rim), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                               borderValue=0) > 0  # beyond the frame counts as off the canvas
+
+    return _judge(ref=ref.image, aligned=aligned, valid=valid, registration=registration, hopeless=hopeless,
+                  weak=weak, mm_per_px=mm_per_px, shift_px=shift_px, sides_seen=sides_seen, zones=zones,
+                  tolerances=tolerances, substrate=substrate, preview_long_side=preview_long_side)
+
+
+def _judge(*, ref: np.ndarray, aligned: np.ndarray, valid: np.ndarray, registration: Registration,
+           hopeless: bool, weak: bool, mm_per_px: float, shift_px: tuple[float, float], sides_seen: int,
+           zones: Sequence[Zone], tolerances: Tolerances, substrate: tuple[int, int, int],
+           preview_long_side: int) -> InspectionResult:
+    """Normalise, compare and classify an aligned photo (``valid``: pixels of the photo that are print)."""
+    height, width = ref.shape[:2]
+    all_tolerances = [tolerances, *(z.tolerances for z in zones)]
+    names = ["print", *(z.name for z in zones)]
+    index = _zone_index((height, width), zones)
+    if not valid.any():
+        valid = np.ones_like(valid)
+    valid_u8 = valid.astype(np.uint8)
+
+    ref_f = cv2.GaussianBlur(ref, (0, 0), 1.0).astype(np.float32) * np.float32(1 / 255)
+    photo_f = cv2.GaussianBlur(aligned, (0, 0), 1.0).astype(np.float32) * np.float32(1 / 255)
+    light, gains, light_scores = _fit_lighting(ref_f, photo_f, valid, tolerances)
+    photo_f = cv2.divide(photo_f, cv2.merge([light * g for g in gains]))
+    ref_lab, photo_lab = _lab(ref_f), _lab(photo_f)
+    substrate_lab = _lab_of(substrate)
+
+    coarse = (max(8, width // 4), max(8, height // 4))
+    ref_c = _lab(cv2.resize(ref_f, coarse, interpolation=cv2.INTER_AREA))
+    photo_c = _lab(cv2.resize(photo_f, coarse, interpolation=cv2.INTER_AREA))
+    valid_c = cv2.erode(cv2.resize(valid.astype(np.uint8), coarse, interpolation=cv2.INTER_AREA),
+                        np.ones((3, 3), np.uint8)) > 0  # SSIM's window must not reach off the canvas
+    ink_c = _inkness(ref_c, substrate_lab)
+    tone = _fit_tone(ref_c[valid_c], photo_c[valid_c], ink_c[valid_c] >= 1, substrate_lab)
+    inked_c = valid_c & (ink_c >= 1)
+    design_match = _design_similarity(photo_c, tone.predict(ref_c, ink_c),
+                                      inked_c if np.count_nonzero(inked_c) >= 50 else valid_c)
+
+    delta = _distance(photo_lab, ref_lab)
+    inkness = _inkness(ref_lab, substrate_lab)
+    expected = tone.predict(ref_lab, inkness)
+    # Colour bias on every other pixel at working scale: thin strokes of text blur into paper further down.
+    sample = np.s_[::2, ::2]
+    inked = valid[sample] & (inkness[sample] >= 1)
+    ref_s, photo_s, index_s = ref_lab[sample][inked], photo_lab[sample][inked], index[sample][inked]
+    whole_bias = tone.bias_over(ref_s, photo_s, substrate_lab)
+    region_bias = [whole_bias if not zones else tone.bias_over(ref_s[index_s == z], photo_s[index_s == z],
+                                                               substrate_lab) for z in range(len(all_tolerances))]
+    if zones:  # a zone off as a whole is judged by its colour check; its blots stand out against its own tone
+        residual_s = photo_s - expected[sample][inked]
+        offsets = np.zeros((len(all_tolerances), 3), np.float32)
+        for z in range(len(all_tolerances)):
+            if np.count_nonzero(index_s == z) >= 8:
+                offsets[z] = np.median(residual_s[index_s == z], axis=0)
+        expected = cv2.add(expected, offsets[index] * inkness[:, :, None])
+    residual = _distance(photo_lab, expected)
+    slack = cv2.dilate(_gradient_magnitude(ref_lab), np.ones((3, 3), np.uint8)) * _EDGE_SLACK_PX
+    defect = cv2.max(residual - slack, 0)
+    defect[~valid] = 0
+    ssim = _ssim_map(photo_lab[:, :, 0], expected[:, :, 0])
+
+    # Local defects: thresholded residual (and structural loss), cleaned, split into components.
+    local_thr = (np.asarray([t.delta_e_local for t in all_tolerances], np.float32)[index] if zones
+                 else np.float32(tolerances.delta_e_local))
+    ssim_thr = (np.asarray([t.ssim_min for t in all_tolerances], np.float32)[index] if zones
+                else np.float32(tolerances.ssim_min))
+    mask = (defect > local_thr) | ((ssim < ssim_thr) & (defect > local_thr / 2))
+    mask &= valid
+    mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+    components = _components(mask, index, all_tolerances, mm_per_px, photo_lab, ref_lab, substrate_lab)
+
+    shift_x, shift_y = shift_px[0] * mm_per_px, shift_px[1] * mm_per_px
+    shift_mm = math.hypot(shift_x, shift_y)
+    scores: dict[str, float] = {
+        "delta_e_mean": cv2.mean(delta, mask=valid_u8)[0],
+        "delta_e_p95": float(np.percentile(delta[::2, ::2][valid[::2, ::2]], 95)),
+        "delta_e_bias": whole_bias if whole_bias is not None else 0.0,
+        "fade": tone.fade,
+        "contrast_ratio": float(tone.slope[0]),
+        "chroma_ratio": float(tone.slope[1]),
+        "ssim": design_match,
+        "ssim_local_mean": cv2.mean(ssim, mask=valid_u8)[0],
+        "shift_mm": shift_mm,
+        "shift_x_mm": shift_x,
+        "shift_y_mm": shift_y,
+        "canvas_sides_seen": float(sides_seen),
+        "blob_mm": max((c.size_mm for c in components if c.reason is DefectReason.INK_BLOT), default=0.0),
+        "missing_mm": max((c.size_mm for c in components if c.reason is DefectReason.MISSING_AREA), default=0.0),
+        "defect_area_mm2": float(np.count_nonzero(mask)) * mm_per_px**2,
+        "registration_error_px": registration.error_px,
+        "inlier_ratio": registration.inlier_ratio,
+        "inliers": float(registration.inliers),
+        "ecc": registration.ecc,
+        "rotation_deg": registration.rotation_deg,
+        "mm_per_px": mm_per_px,
+        **light_scores,
+    }
+    checks: list[_Check] = []
+
+    def check(reason: DefectReason, zone: int, score: float, limit: float) -> None:
+        review_from = 1 - all_tolerances[zone].review_margin
+        checks.append(_Check(reason, names[zone], score / limit if limit > 0 else math.inf, review_from))
+
+    check(DefectReason.FADED_PRINT, 0, tone.fade, tolerances.fade)
+    check(DefectReason.WRONG_DESIGN, 0, 1 - design_match, 1 - tolerances.wrong_design_ssim)
+    # the whole print moves together, so its strictest zone decides
+    check(DefectReason.MISREGISTRATION, 0, shift_mm, min(t.shift_mm for t in all_tolerances))
+    # The colour shift per region (each zone, and the rest of the print), each against its own tolerance.
+    for z in range(len(all_tolerances)):
+        bias = region_bias[z]
+        if bias is not None:
+            if zones:
+                scores[f"{names[z]}.delta_e_bias"] = bias
+            check(DefectReason.COLOUR_SHIFT, z, bias, all_tolerances[z].delta_e_global)
+    for component in components:
+        review_from = 1 - all_tolerances[component.zone].review_margin
+        checks.append(_Check(component.reason, names[component.zone], component.severity, review_from))
+
+    reasons, verdict = _verdict(checks)
+    if hopeless:
+        reasons, verdict = (DefectReason.WRONG_DESIGN,), Verdict.FAIL
+    elif weak and not (verdict == Verdict.FAIL and reasons[:1] == (DefectReason.WRONG_DESIGN,)):
+        # An alignment we don't fully trust: never auto-pass it, never auto-fail on its differences.
+        verdict = Verdict.REVIEW
+        reasons = (*(r for r in reasons if r is not DefectReason.WRONG_DESIGN), DefectReason.WRONG_DESIGN)
+
+    normalised = defect / local_thr
+    worst = _worst_region(components, normalised, shift_px, reasons, (height, width))
+    heatmap = _heatmap(aligned, normalised, components, valid, preview_long_side)
+    measured = {key: float(value) for key, value in scores.items() if math.isfinite(value)}  # absent: not measured
+    return InspectionResult(verdict=verdict, reasons=reasons, scores=MappingProxyType(measured), heatmap=heatmap,
+                            aligned=aligned, worst_region=worst, registration=registration)
+
+
+def _design_similarity(photo: np.ndarray, expected: np.ndarray, where: np.ndarray) -> float:
+    """Mean SSIM over the inked area, averaged over L*, a* and b*, at quarter scale (structure at ~1 cm).
+
+    The same template with another design shares margins, box edges and text; what differs is what's
+    inside, in lightness and in hue, over most of the ink. A defect differs over a few percent of it.
+    """
+    maps = [_ssim_map(np.ascontiguousarray(photo[:, :, c]), np.ascontiguousarray(expected[:, :, c]))
+            for c in range(3)]
+    return float(np.mean((maps[0] + maps[1] + maps[2])[where]) / 3) if where.any() else 0.0
+
+
+def _components(mask: np.ndarray, index: np.ndarray, all_tolerances: list[Tolerances], mm_per_px: float,
+                photo_lab: np.ndarray, ref_lab: np.ndarray, substrate_lab: np.ndarray) -> list[_Component]:
+    """Connected defect components, sized by width and told apart: substrate showing (missing) or ink (blot)."""
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count <= 1:
+        return []
+    depth = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+    components = []
+    height, width = mask.shape
+    for i in range(1, count):
+        x, y, w, h, area = (int(v) for v in stats[i])
+        crop = labels[y:y + h, x:x + w] == i
+        size_mm = 2 * float(depth[y:y + h, x:x + w][crop].max()) * mm_per_px
+        if size_mm < 0.5:
+            continue
+        photo_px, ref_px = photo_lab[y:y + h, x:x + w][crop], ref_lab[y:y + h, x:x + w][crop]
+        near_substrate = float(np.mean(np.linalg.norm(photo_px - substrate_lab, axis=1)))
+        was_substrate = float(np.mean(np.linalg.norm(ref_px - substrate_lab, axis=1)))
+        # Missing ink shows the substrate where the file has ink, over the patch's whole (rectangular) extent;
+        # a splash of light ink looks alike in colour but is round and ragged.
+        missing = near_substrate < 0.45 * was_substrate and near_substrate < 25 and area >= _MISSING_FILL * w * h
+        reason = DefectReason.MISSING_AREA if missing else DefectReason.INK_BLOT
+        cx, cy = (min(int(round(c)), limit - 1) for c, limit in zip(centroids[i], (width, height), strict=True))
+        zone = int(index[cy, cx])
+        limit = all_tolerances[zone].missing_mm if missing else all_tolerances[zone].blob_mm
+        components.append(_Component((x, y, w, h), size_mm, reason, zone, size_mm / limit, crop))
+    return components
+
+
+def _worst_region(components: list[_Component], normalised: np.ndarray, shift_px: tuple[float, float],
+                  reasons: tuple[DefectReason, ...], shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The box an inspector should zoom into: the worst component, the edge the print moved from, or the
+    hottest spot of the defect map."""
+    height, width = shape
+    if reasons[:1] == (DefectReason.MISREGISTRATION,):
+        size = max(8, round(3 * max(abs(shift_px[0]), abs(shift_px[1]))))
+        if abs(shift_px[0]) >= abs(shift_px[1]):
+            return (0, 0, size, height) if shift_px[0] > 0 else (width - size, 0, size, height)
+        return (0, 0, width, size) if shift_px[1] > 0 else (0, height - size, width, size)
+    if components:
+        x, y, w, h = max(components, key=lambda c: c.severity).box
+        grow = max(8, round(0.25 * max(w, h)))
+        x0, y0 = max(0, x - grow), max(0, y - grow)
+        return x0, y0, min(width, x + w + grow) - x0, min(height, y + h + grow) - y0
+    smooth = cv2.GaussianBlur(normalised.astype(np.float32), (0, 0), 5)
+    cy, cx = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
+    size = max(16, round(0.15 * max(height, width)))
+    x0 = int(np.clip(cx - size // 2, 0, max(0, width - size)))
+    y0 = int(np.clip(cy - size // 2, 0, max(0, height - size)))
+    return x0, y0, min(size, width), min(size, height)
+
+
+def _heatmap(aligned: np.ndarray, normalised: np.ndarray, components: list[_Component], valid: np.ndarray,
+             long_side: int) -> np.ndarray:
+    """The aligned photo tinted by the defect score (turbo: blue calm, red at twice the threshold), defect
+    components outlined in magenta, whatever isn't print (off the canvas) greyed."""
+    height, width = aligned.shape[:2]
+    scale = min(1.0, long_side / max(height, width)) if long_side else 1.0
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    level = cv2.resize(normalised, size, interpolation=cv2.INTER_AREA)
+    level = cv2.min(cv2.max(level * np.float32(0.5), 0), 1)
+    photo_small = cv2.resize(aligned, size, interpolation=cv2.INTER_AREA)
+    colours = cv2.cvtColor(cv2.applyColorMap(cv2.convertScaleAbs(level, alpha=255), cv2.COLORMAP_TURBO),
+                           cv2.COLOR_BGR2RGB)
+    alpha = cv2.merge([level * np.float32(0.6) + np.float32(0.25)] * 3)
+    out = cv2.add(cv2.multiply(photo_small, 1 - alpha, dtype=cv2.CV_32F),
+                  cv2.multiply(colours, alpha, dtype=cv2.CV_32F))
+    off_canvas = cv2.resize((~valid).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    out[off_canvas] = out[off_canvas] * 0.4 + 128 * 0.6
+    out = cv2.convertScaleAbs(out)
+    outline = np.zeros((height, width), np.uint8)
+    for component in components:
+        x, y, w, h = component.box
+        outline[y:y + h, x:x + w][component.mask] = 255
+    if outline.any():
+        outline_small = cv2.resize(outline, size, interpolation=cv2.INTER_NEAREST)
+        contours, _ = cv2.findContours(outline_small, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, (255, 0, 255), 2)
+    return out
