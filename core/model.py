@@ -227,6 +227,7 @@ class Batch(Aggregate):
         self.print_method = print_method
         self.region = region
         self.target_size = target_size
+        self.redriven_at: datetime | None = None
         self.created_at = created_at
         self.status = BatchStatus.OPEN
         self.status_changed_at = created_at
@@ -253,6 +254,14 @@ class Inspection(Aggregate):
         self.version = 1
         self.scores: dict[str, float] = {}
         self.reasons: list[str] = []
+        self.photo_key: str | None = None
+        self.heatmap_key: str | None = None
+        self.aligned_key: str | None = None
+        self.worst_region: list[int] | None = None
+        self.review_reason: str | None = None
+        self.assigned_to: str | None = None
+        self.second_assignee: str | None = None
+        self.decided_by: str | None = None
 
 
 class Shipment(Aggregate):

@@ -764,6 +764,11 @@ def _reduced(canvas: Image.Image, factor: int) -> Image.Image:
     return out
 
 
+def product_colour(colour: str | None) -> tuple[int, int, int]:
+    """The blank's colour (garment, mug, paper) as RGB: what shows where no ink is, for previews and QA."""
+    return _product_colour(colour)
+
+
 def _product_colour(colour: str | None) -> tuple[int, int, int]:
     if colour is None:
         return _PRODUCT_COLOURS["white"]

@@ -1,0 +1,162 @@
+"""The QA stage on SQLite: real inspections of sim photos pass, fail into reprints, or go to a human."""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from core.errors import NotAllowed
+from core.sampling import SpotCheckPolicy, sample_for_review, spot_check_reason
+from core.services.qa import QaRules, decide, inspect_job
+from core.services.render import render_order
+from core.states import InspectionStatus, JobStatus, OrderStatus
+from db import tables as t
+from sims.camera import photograph
+from tests.unit.test_render_stage import place
+
+NO_SPOT_CHECKS = QaRules(spot_checks=SpotCheckPolicy(rate=0.0, first_n_new=0))
+
+
+def printed_order(api) -> tuple[str, str]:
+    """An order rendered, at a partner and printed (moved through the domain's own transitions)."""
+    svc = api.services
+    order_id = place(api)
+    render_order(order_id, uow=svc.uow(), store=svc.store, now=svc.now, clock=time.perf_counter)
+    with svc.uow() as uow:
+        order = uow.orders.get(order_id)
+        [job] = uow.jobs.for_order(order_id)
+        job.partner_id, job.photo_url = "acme-columbus", "http://partner.test/photo"
+        for status in (JobStatus.BATCHED, JobStatus.SUBMITTED, JobStatus.PRINTED):
+            job.advance(status, at=svc.now(), source="test")
+        order.advance(OrderStatus.IN_PRODUCTION, at=svc.now(), source="test")
+        order.advance(OrderStatus.QA, at=svc.now(), source="test")
+        uow.commit()
+        return order_id, job.id
+
+
+def camera(api, job_id: str, defect: str | None, seed: int = 3):
+    """The partner sim's camera photographing the job's real print file (flattened on the white mug)."""
+    svc = api.services
+
+    def fetch(_partner_id: str, _url: str) -> bytes:
+        with svc.uow() as uow:
+            asset = uow.assets.for_line(uow.jobs.get(job_id).line_id)
+        printed = np.asarray(Image.open(io.BytesIO(svc.store.get(asset["print_file_key"]))).convert("RGB"))
+        photo, _truth = photograph(printed, rng=np.random.default_rng(seed), defect=defect, dpi=asset["dpi"])
+        out = io.BytesIO()
+        Image.fromarray(photo).save(out, format="JPEG", quality=92)
+        return out.getvalue()
+
+    return fetch
+
+
+def run(api, job_id: str, defect: str | None, rules: QaRules = NO_SPOT_CHECKS) -> str:
+    svc = api.services
+    return inspect_job(job_id, uow=svc.uow(), store=svc.store, fetch_photo=camera(api, job_id, defect),
+                       new_id=svc.ids.new, now=svc.now, rules=rules)
+
+
+def statuses(api, order_id: str):
+    with api.services.engine.connect() as conn:
+        order = conn.execute(select(t.orders.c.status, t.orders.c.hold_reason).where(t.orders.c.id == order_id)).one()
+        jobs = conn.execute(select(t.print_jobs.c.status, t.print_jobs.c.attempt, t.print_jobs.c.reason_code)
+                            .where(t.print_jobs.c.order_id == order_id).order_by(t.print_jobs.c.attempt)).all()
+    return order, [tuple(j) for j in jobs]
+
+
+def test_a_good_print_passes_and_the_order_is_ready_to_ship(api):
+    order_id, job_id = printed_order(api)
+    assert run(api, job_id, defect=None) == "passed"
+    order, jobs = statuses(api, order_id)
+    assert order.status == OrderStatus.READY_TO_SHIP and jobs == [(JobStatus.QA_PASSED, 1, None)]
+    with api.services.engine.connect() as conn:
+        inspection = conn.execute(select(t.inspections)).one()
+    assert inspection.status == InspectionStatus.PASSED
+    assert api.services.store.get(inspection.heatmap_key)[:2] == b"\xff\xd8"  # stored next to the photo
+
+
+def test_an_ink_blot_fails_and_a_reprint_is_routed_with_its_reason_and_the_next_attempt(api):
+    order_id, job_id = printed_order(api)
+    assert run(api, job_id, defect="ink_blot") == "failed"
+    order, jobs = statuses(api, order_id)
+    assert order.status == OrderStatus.IN_PRODUCTION
+    assert jobs == [(JobStatus.QA_FAILED, 1, None), (JobStatus.PENDING, 2, "ink_blot")]
+    assert [m for m in api.queued("production") if b"production.route_order" in m]
+
+
+def test_running_the_inspection_twice_is_harmless(api):
+    _order_id, job_id = printed_order(api)
+    run(api, job_id, defect=None)
+    assert run(api, job_id, defect=None) == "skipped"
+
+
+def test_after_the_last_attempt_fails_the_order_goes_on_hold_with_an_alert(api):
+    order_id, job_id = printed_order(api)
+    assert run(api, job_id, defect="ink_blot", rules=replace(NO_SPOT_CHECKS, max_attempts=1)) == "failed"
+    order, jobs = statuses(api, order_id)
+    assert (order.status, order.hold_reason) == (OrderStatus.ON_HOLD, "reprints_exhausted") and len(jobs) == 1
+    with api.services.engine.connect() as conn:
+        assert conn.execute(select(t.alerts.c.kind, t.alerts.c.severity)).one() == ("qa", "critical")
+
+
+def test_the_first_prints_of_a_new_template_version_go_to_an_inspector_who_approves_one(api):
+    order_id, job_id = printed_order(api)
+    assert run(api, job_id, defect=None, rules=QaRules()) == "review"
+    svc = api.services
+    with svc.engine.connect() as conn:
+        inspection = conn.execute(select(t.inspections.c.id, t.inspections.c.review_reason)).one()
+    assert inspection.review_reason == "new_template"
+    decide(inspection.id, approve=True, reason=None, user="quinn", uow=svc.uow(), now=svc.now(), new_id=svc.ids.new,
+           rules=QaRules())
+    order, _ = statuses(api, order_id)
+    assert order.status == OrderStatus.READY_TO_SHIP
+    with svc.engine.connect() as conn:
+        assert conn.execute(select(t.audit_log.c.actor, t.audit_log.c.action)).all() == [("quinn", "qa.approve")]
+    with pytest.raises(NotAllowed):
+        decide(inspection.id, approve=False, reason="ink_blot", user="quinn", uow=svc.uow(), now=svc.now(),
+               new_id=svc.ids.new, rules=QaRules())
+
+
+def test_an_inspector_rejection_needs_a_reason_code_and_orders_a_reprint(api):
+    order_id, job_id = printed_order(api)
+    run(api, job_id, defect=None, rules=QaRules())
+    svc = api.services
+    with svc.engine.connect() as conn:
+        inspection_id = conn.scalar(select(t.inspections.c.id))
+    with pytest.raises(NotAllowed):
+        decide(inspection_id, approve=False, reason="ugly", user="quinn", uow=svc.uow(), now=svc.now(),
+               new_id=svc.ids.new, rules=QaRules())
+    decide(inspection_id, approve=False, reason="colour_shift", user="quinn", uow=svc.uow(), now=svc.now(),
+           new_id=svc.ids.new, rules=QaRules())
+    _, jobs = statuses(api, order_id)
+    assert jobs == [(JobStatus.QA_FAILED, 1, None), (JobStatus.PENDING, 2, "colour_shift")]
+
+
+def test_hashed_sampling_is_reproducible_and_close_to_its_rate():
+    picks = [sample_for_review(f"job_{i}", rate=0.015, seed="s") for i in range(20_000)]
+    assert picks == [sample_for_review(f"job_{i}", rate=0.015, seed="s") for i in range(20_000)]
+    assert 0.012 < sum(picks) / len(picks) < 0.018
+
+
+def test_a_partner_that_failed_a_lot_recently_gets_more_spot_checks():
+    policy = SpotCheckPolicy(rate=0.01, first_n_new=0)
+
+    def share(failure_rate: float) -> float:
+        return sum(spot_check_reason(job_id=f"j{i}", verdict="pass", policy=policy, prints_of_template_version=99,
+                                     prints_at_partner=99, partner_failure_rate=failure_rate) == "sampled"
+                   for i in range(20_000)) / 20_000
+
+    assert share(0.2) > 3 * share(0.0)
+
+
+def test_every_borderline_verdict_goes_to_a_human_and_automatic_fails_are_not_sampled():
+    policy = SpotCheckPolicy(rate=1.0, first_n_new=0)
+    kwargs = {"policy": policy, "prints_of_template_version": 99, "prints_at_partner": 99, "partner_failure_rate": 0}
+    assert spot_check_reason(job_id="a", verdict="review", **kwargs) == "borderline"
+    assert spot_check_reason(job_id="a", verdict="fail", **kwargs) is None
