@@ -27,7 +27,8 @@ PROCFILE = ROOT / "Procfile"
 ROLES = tuple(role.value for role in Role)
 MIN_PASSWORD_LENGTH = 8
 MAX_USERNAME_LENGTH = 80
-PROCESS_PORTS = {"api": 8000, "dashboard": 8501, "worker": 9191, "render": 9192, "partners": 8100}
+PROCESS_PORTS = {"api": 8000, "dashboard": 8501, "worker": 9191, "render": 9192, "partners": 8100,
+                 "carrier": 8200}
 DEMO_PACE = {"BATCH_MAX_WAIT_S": "30", "RECONCILE_EVERY_S": "2"}
 """The embedded demo's pace (overridable from the environment): batches go within 30 s, not the 30 min a
 production line waits to fill a batch, so a new user sees orders reach the partners in the first minute."""

@@ -107,6 +107,17 @@ class PartnerClient:
             return None if response.status_code == 404 else _job(response.json())
         raise PartnerUnavailable(f"partner {endpoint.partner_id}: lookup did not get through")
 
+    def photo(self, endpoint: PartnerEndpoint, url: str) -> bytes:
+        """The partner's photo of a printed item (an absolute URL from its webhook)."""
+        base = endpoint.base_url.rstrip("/")
+        path = url[len(base):] if url.startswith(base) else None
+        if path is None:
+            raise PartnerRefused(f"partner {endpoint.partner_id}: photo URL {url[:80]!r} is not on its API")
+        try:
+            return self._request(endpoint, "GET", path).content
+        except _Unknown as unknown:
+            raise PartnerUnavailable(f"partner {endpoint.partner_id}: photo not reachable ({unknown})") from None
+
     def stock(self, endpoint: PartnerEndpoint) -> dict[str, int]:
         try:
             response = self._request(endpoint, "GET", "/v1/stock")
@@ -134,8 +145,9 @@ class PartnerClient:
         except (httpx.TimeoutException, httpx.TransportError) as error:
             self._failure(endpoint.partner_id)
             raise _Unknown(type(error).__name__) from error
-        if response.status_code in (429, 503) or response.status_code >= 500:
-            self._failure(endpoint.partner_id)
+        if response.status_code == 429 or response.status_code >= 500:
+            if response.status_code != 429:  # throttling is the partner working as agreed, not failing
+                self._failure(endpoint.partner_id)
             wait = _retry_after(response) or 2.0
             if response.status_code == 429 and wait <= self.max_inline_wait_s:
                 self.sleep(wait + random.uniform(0, 0.25 * wait))
@@ -168,7 +180,7 @@ class PartnerClient:
     def _failure(self, partner_id: str) -> None:
         key = f"pressroom:breaker:{partner_id}:failures"
         failures = self.redis.incr(key)
-        self.redis.expire(key, int(self.breaker_open_s * 2))
+        self.redis.expire(key, max(1, int(self.breaker_open_s * 2)))
         if failures >= self.breaker_failures:
             self.redis.set(f"pressroom:breaker:{partner_id}:open", 1, px=int(self.breaker_open_s * 1000))
             self.redis.delete(key)

@@ -15,8 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
 
-from api import shopify
+from api import carrier, shopify
 from api.deps import Services, build_services
 from api.problems import domain_error, problem, request_validation_error
 from api.schemas import ArtworkOut, OrderIn, OrderOut, ProblemOut
@@ -38,6 +39,7 @@ def create_app(services: Services | None = None) -> FastAPI:
     app.state.services = services or build_services()
     app.add_exception_handler(PressroomError, domain_error)
     app.add_exception_handler(RequestValidationError, request_validation_error)
+    app.include_router(carrier.router)
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
@@ -93,9 +95,10 @@ def create_app(services: Services | None = None) -> FastAPI:
         svc: Services = app.state.services
         raw = await request.body()
         digest = hashlib.sha256(raw).hexdigest()
-        result = place_order(body.to_command(), uow=svc.uow(), payments=svc.payments, ids=svc.ids, now=svc.now(),
-                             source=f"channel:{body.channel}", max_quantity=svc.settings.max_quantity,
-                             idempotency_key=idempotency_key, request_hash=digest)
+        result = await run_in_threadpool(  # blocking database work stays off the event loop
+            place_order, body.to_command(), uow=svc.uow(), payments=svc.payments, ids=svc.ids, now=svc.now(),
+            source=f"channel:{body.channel}", max_quantity=svc.settings.max_quantity,
+            idempotency_key=idempotency_key, request_hash=digest)
         payload = result.order if isinstance(result.order, dict) else result.order.as_response()
         return JSONResponse(payload, status_code=201 if result.created else 200)
 
@@ -138,15 +141,30 @@ def create_app(services: Services | None = None) -> FastAPI:
         the `webhooks` queue applies it."""
         svc: Services = app.state.services
         raw = await request.body()
+        return await run_in_threadpool(_receive_partner_event, svc, partner_id, raw, x_partner_signature,
+                                       x_partner_event_id)
+
+    def _receive_partner_event(svc: Services, partner_id: str, raw: bytes, signature: str,
+                               header_event_id: str) -> JSONResponse:
+        with svc.uow() as uow:
+            known = uow.partners.exists(partner_id)
         secret = svc.settings.partner_webhook_secret(partner_id).encode()
         expected = "sha256=" + hmac.new(secret, raw, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, x_partner_signature):
-            log.warning("partner webhook refused: bad signature (partner %s, event %s)", partner_id[:40],
-                        x_partner_event_id[:40])
+        if not known or not hmac.compare_digest(expected, signature):
+            log.warning("partner webhook refused: %s (partner %s, event %s)",
+                        "bad signature" if known else "unknown partner", partner_id[:40], header_event_id[:40])
             return problem(401, "bad-signature", "The webhook signature does not match its body.")
-        with svc.uow() as uow:
-            inbox_id = uow.inbox.receive(source=f"partner:{partner_id}", event_id=x_partner_event_id,
-                                         topic="job.status", body=raw.decode(errors="replace"), at=svc.now())
+        try:
+            event_id = str(json.loads(raw)["event_id"])
+        except (ValueError, KeyError, TypeError):
+            return problem(422, "invalid-request", "The webhook body has no event_id.",
+                           [Problem(field="event_id", code="required", message="The signed body needs event_id.")])
+        if event_id != header_event_id:
+            return problem(422, "invalid-request", "X-Partner-Event-Id does not match the signed body's event_id.",
+                           [Problem(field="X-Partner-Event-Id", code="invalid", message="Header and body disagree.")])
+        with svc.uow() as uow:  # deduplicated on the signed event id, never on an unsigned header alone
+            inbox_id = uow.inbox.receive(source=f"partner:{partner_id}", event_id=event_id, topic="job.status",
+                                         body=raw.decode(errors="replace"), at=svc.now())
             if inbox_id is not None:
                 uow.defer(ApplyPartnerEvent(inbox_id=inbox_id))
             uow.commit()

@@ -111,6 +111,34 @@ class InspectJob(StageCommand):
     job_id: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendNotification(StageCommand):
+    """Tell the customer about a milestone on one channel (`core.notifications.Milestone`, `Channel`);
+    `resend` > 0 is a support resend, reserved by `core.services.notify.resend`."""
+
+    QUEUE = "notify"
+    order_id: str
+    milestone: str
+    channel: str
+    resend: int = 0
+
+
 STAGE_COMMANDS: tuple[type[StageCommand], ...] = (RenderAsset, RouteOrder, SubmitBatch, ApplyPartnerEvent,
-                                                  InspectJob)
+                                                  InspectJob, SendNotification)
 QUEUES: tuple[str, ...] = tuple(dict.fromkeys(c.QUEUE for c in STAGE_COMMANDS))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuyLabel(StageCommand):
+    QUEUE = "shipping"
+    order_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApplyCarrierEvent(StageCommand):
+    QUEUE = "tracking"
+    inbox_id: int
+
+
+STAGE_COMMANDS = (*STAGE_COMMANDS, BuyLabel, ApplyCarrierEvent)
+QUEUES = tuple(dict.fromkeys(c.QUEUE for c in STAGE_COMMANDS))

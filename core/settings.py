@@ -69,6 +69,29 @@ class Settings:
     max_quantity: int = 100
     login_attempts_before_lockout: int = 5
     login_lockout_s: float = 300.0
+    easypost_api_key: str = "EZTK_dev_pressroom"
+    easypost_api_base: str = "http://127.0.0.1:8200/v2"
+    easypost_webhook_secret: str = "whsec_dev_easypost"
+    easypost_timeout_s: float = 10.0
+    easypost_rate_per_s: float = 5.0
+    no_scan_days: float = 3.0
+    ship_from_name: str = "Pressroom Fulfilment"
+    ship_from_line1: str = "55 Water St"
+    ship_from_line2: str = ""
+    ship_from_city: str = "Brooklyn"
+    ship_from_region: str = "NY"
+    ship_from_postal_code: str = "11201"
+    ship_from_country: str = "US"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_sender: str = "Pressroom <orders@pressroom.dev>"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
+    sms_url: str = "http://127.0.0.1:8027"
+    sms_api_key: str = "sms_dev_key"
+    self_service_url: str = "http://127.0.0.1:8000"  # where customers' status links point (default: api_url)
+    tracking_url: str = "http://127.0.0.1:8200/track/{code}"  # a parcel's public page; {code} and {carrier}
 
     def partner_api_key(self, partner_id: str) -> str:
         return self.partner_api_keys.get(partner_id) or f"pk_dev_{partner_id}"
@@ -90,9 +113,11 @@ class Settings:
         environment = env.get("PRESSROOM_ENV", "dev")
         keys = tuple(k.strip() for k in env.get("PRESSROOM_PII_KEYS", "").split(",") if k.strip())
         blind = env.get("PRESSROOM_BLIND_INDEX_KEY", "")
-        if environment == "production" and (not keys or not blind or not env.get("PRESSROOM_ASSET_URL_SECRET")):
-            raise ValueError("PRESSROOM_PII_KEYS, PRESSROOM_BLIND_INDEX_KEY and PRESSROOM_ASSET_URL_SECRET are "
-                             "required in production")
+        required = ("PRESSROOM_PII_KEYS", "PRESSROOM_BLIND_INDEX_KEY", "PRESSROOM_ASSET_URL_SECRET",
+                    "PARTNER_API_KEYS", "PARTNER_WEBHOOK_SECRETS")
+        missing = [name for name in required if not env.get(name)]
+        if environment == "production" and missing:
+            raise ValueError(f"{', '.join(missing)} must be set in production (the dev defaults are public)")
         if not keys:
             keys = (_dev_key("pii"),)
         if not blind:
@@ -134,4 +159,27 @@ class Settings:
             inventory_sync_every_s=float(env.get("INVENTORY_SYNC_EVERY_S", defaults.inventory_sync_every_s)),
             batch_max_wait_s=float(env.get("BATCH_MAX_WAIT_S", defaults.batch_max_wait_s)),
             stage_deadlines_s=MappingProxyType(deadlines),
+            easypost_api_key=env.get("EASYPOST_API_KEY", defaults.easypost_api_key),
+            easypost_api_base=env.get("EASYPOST_API_BASE", defaults.easypost_api_base),
+            easypost_webhook_secret=env.get("EASYPOST_WEBHOOK_SECRET", defaults.easypost_webhook_secret),
+            easypost_timeout_s=float(env.get("EASYPOST_TIMEOUT_S", defaults.easypost_timeout_s)),
+            easypost_rate_per_s=float(env.get("EASYPOST_RATE_PER_S", defaults.easypost_rate_per_s)),
+            no_scan_days=float(env.get("NO_SCAN_DAYS", defaults.no_scan_days)),
+            ship_from_name=env.get("SHIP_FROM_NAME", defaults.ship_from_name),
+            ship_from_line1=env.get("SHIP_FROM_LINE1", defaults.ship_from_line1),
+            ship_from_line2=env.get("SHIP_FROM_LINE2", defaults.ship_from_line2),
+            ship_from_city=env.get("SHIP_FROM_CITY", defaults.ship_from_city),
+            ship_from_region=env.get("SHIP_FROM_REGION", defaults.ship_from_region),
+            ship_from_postal_code=env.get("SHIP_FROM_POSTAL_CODE", defaults.ship_from_postal_code),
+            ship_from_country=env.get("SHIP_FROM_COUNTRY", defaults.ship_from_country),
+            smtp_host=env.get("SMTP_HOST", defaults.smtp_host),
+            smtp_port=int(env.get("SMTP_PORT", defaults.smtp_port)),
+            smtp_sender=env.get("SMTP_SENDER", defaults.smtp_sender),
+            smtp_username=env.get("SMTP_USERNAME", ""),
+            smtp_password=env.get("SMTP_PASSWORD", ""),
+            smtp_starttls=env.get("SMTP_STARTTLS", "").lower() in ("1", "true", "yes"),
+            sms_url=env.get("SMS_URL", defaults.sms_url),
+            sms_api_key=env.get("SMS_API_KEY", defaults.sms_api_key),
+            self_service_url=env.get("PRESSROOM_SELF_SERVICE_URL") or env.get("PRESSROOM_API_URL", defaults.api_url),
+            tracking_url=env.get("TRACKING_URL", defaults.tracking_url),
         )

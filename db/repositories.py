@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from core.catalogue import ArtworkInfo, TemplateSpec, Variant
 from core.events import DomainEvent
-from core.model import Batch, Customer, Order, PrintJob
+from core.model import Batch, Customer, Inspection, Order, PrintJob, Shipment
 from core.production import PartnerView
 from core.states import BatchStatus, JobStatus, OrderStatus, ShippingSpeed
 from db import tables as t
@@ -307,6 +307,18 @@ class InboxRepository:
         row = self.session.execute(query.with_for_update() if lock else query).first()
         return None if row is None else dict(row._mapping)
 
+    def stuck(self, *, before: datetime, kinds: tuple[str, ...], limit: int) -> list[tuple[int, str]]:
+        """(id, source) of stored deliveries still unapplied since `before`, for the given source kinds."""
+        w = t.webhook_inbox
+        last = func.coalesce(w.c.redriven_at, w.c.received_at)
+        query = (select(w.c.id, w.c.source).where(w.c.status == "received", last < before,
+                                                  or_(*(w.c.source.like(f"{kind}:%") for kind in kinds)))
+                 .order_by(w.c.id).limit(limit))
+        return [(row.id, row.source) for row in self.session.execute(query)]
+
+    def touch(self, inbox_id: int, *, at: datetime) -> None:
+        self.session.execute(update(t.webhook_inbox).where(t.webhook_inbox.c.id == inbox_id).values(redriven_at=at))
+
     def mark(self, inbox_id: int, *, status: str, at: datetime, error: str | None = None) -> None:
         self.session.execute(update(t.webhook_inbox).where(t.webhook_inbox.c.id == inbox_id)
                              .values(status=status, processed_at=at, error=error))
@@ -430,6 +442,15 @@ class BatchRepository:
         return list(self.session.scalars(select(Batch).where(t.batches.c.status.in_(
             [BatchStatus.OPEN, BatchStatus.HELD])).order_by(t.batches.c.created_at)))
 
+    def stuck_released(self, *, before: datetime, limit: int) -> list[Batch]:
+        """Released batches not submitted since `before` (by release or by the last re-drive)."""
+        b = t.batches
+        last = func.coalesce(b.c.redriven_at, b.c.status_changed_at)
+        query = select(Batch).where(b.c.status == BatchStatus.RELEASED, last < before).limit(limit)
+        if self.session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return list(self.session.scalars(query))
+
     def sizes(self, batch_ids: list[str]) -> dict[str, int]:
         j = t.print_jobs
         if not batch_ids:
@@ -446,6 +467,9 @@ class PartnerRepository:
 
     def __init__(self, session: Session) -> None:
         self.session = session
+
+    def exists(self, partner_id: str) -> bool:
+        return self.session.scalar(select(func.count()).where(t.partners.c.id == partner_id)) == 1
 
     def capacity(self) -> dict[str, dict[str, float]]:
         rows = self.session.execute(select(t.partners.c.id, t.partners.c.capacity_per_hour)
@@ -480,3 +504,81 @@ class PartnerRepository:
                             defect_rate=(sum(verdicts[r.id]) / len(verdicts[r.id])) if verdicts.get(r.id) else 0.0,
                             active=bool(r.active))
                 for r in self.session.execute(select(p)).all()]
+
+
+class InspectionRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, inspection: Inspection) -> None:
+        self.session.add(inspection)
+
+    def get(self, inspection_id: str, *, lock: bool = False) -> Inspection | None:
+        if not lock:
+            return self.session.get(Inspection, inspection_id)
+        query = select(Inspection).where(t.inspections.c.id == inspection_id).with_for_update()
+        return self.session.scalars(query.execution_options(populate_existing=True)).first()
+
+    def for_job(self, job_id: str) -> Inspection | None:
+        return self.session.scalars(select(Inspection).where(t.inspections.c.job_id == job_id)).first()
+
+    def history(self, *, partner_id: str | None, line_id: str, recent: int = 200) -> dict[str, float]:
+        """What spot checks weigh: prints of this template version and at this partner so far, and the
+        partner's recent failure rate."""
+        i, j, line = t.inspections, t.print_jobs, t.order_lines
+        template = self.session.execute(select(line.c.template_key, line.c.template_version)
+                                        .where(line.c.id == line_id)).one()
+        version_prints = self.session.scalar(
+            select(func.count()).select_from(i).join(j, j.c.id == i.c.job_id).join(line, line.c.id == j.c.line_id)
+            .where(line.c.template_key == template.template_key,
+                   line.c.template_version == template.template_version)) or 0
+        partner = list(self.session.scalars(select(i.c.status).join(j, j.c.id == i.c.job_id)
+                                            .where(j.c.partner_id == partner_id)
+                                            .order_by(i.c.created_at.desc()).limit(recent)))
+        failed = sum(1 for status in partner if status == "failed")
+        return {"template_version_prints": int(version_prints), "partner_prints": len(partner),
+                "partner_failure_rate": failed / len(partner) if partner else 0.0}
+
+
+# ---- shipments (shipping and tracking stages) ----------------------------------------------------------------
+
+
+
+class ShipmentRepository:
+    """An order's parcel: found by order, by the carrier's shipment id (stored before the buy) or tracking code."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, shipment: Shipment) -> None:
+        self.session.add(shipment)
+
+    def _one(self, where, *, lock: bool) -> Shipment | None:
+        query = select(Shipment).where(where).order_by(t.shipments.c.created_at.desc(), t.shipments.c.id.desc())
+        if lock:
+            query = query.with_for_update(of=t.shipments).execution_options(populate_existing=True)
+        return self.session.scalars(query).first()
+
+    def get(self, shipment_id: str, *, lock: bool = False) -> Shipment | None:
+        return self._one(t.shipments.c.id == shipment_id, lock=lock)
+
+    def for_order(self, order_id: str, *, lock: bool = False) -> Shipment | None:
+        """The order's newest shipment (a reship makes a new one)."""
+        return self._one(t.shipments.c.order_id == order_id, lock=lock)
+
+    def by_carrier_id(self, carrier_shipment_id: str, *, lock: bool = False) -> Shipment | None:
+        return self._one(t.shipments.c.carrier_shipment_id == carrier_shipment_id, lock=lock)
+
+    def by_tracking_code(self, tracking_code: str, *, lock: bool = False) -> Shipment | None:
+        return self._one(t.shipments.c.tracking_code == tracking_code, lock=lock)
+
+    def silent(self, *, statuses: Iterable[str], before: datetime, scan_type: str, limit: int = 500) -> list[Shipment]:
+        """Shipments in `statuses` whose last carrier scan (timeline rows of `scan_type`), or else their last
+        status change, is older than `before`."""
+        s, e = t.shipments, t.order_events
+        last_scan = (select(func.max(e.c.at)).where(e.c.order_id == s.c.order_id, e.c.type == scan_type)
+                     .scalar_subquery())
+        query = (select(Shipment).where(s.c.status.in_(list(statuses)),
+                                        func.coalesce(last_scan, s.c.status_changed_at) < before)
+                 .order_by(s.c.status_changed_at).limit(limit))
+        return list(self.session.scalars(query))

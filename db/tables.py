@@ -227,6 +227,7 @@ batches = Table(
     Column("target_size", Integer, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("status_changed_at", UtcDateTime, nullable=False),
+    Column("redriven_at", UtcDateTime, nullable=True),
     Column("version", Integer, nullable=False),
 )
 
@@ -268,6 +269,10 @@ inspections = Table(
     Column("photo_key", String(200), nullable=True),
     Column("heatmap_key", String(200), nullable=True),
     Column("assigned_to", String(80), nullable=True),
+    Column("second_assignee", String(80), nullable=True),  # double-assigned reviews measure agreement
+    Column("review_reason", String(20), nullable=True),  # borderline | sampled | new_template | new_partner
+    Column("aligned_key", String(200), nullable=True),
+    Column("worst_region", JSON, nullable=True),
     Column("decided_by", String(80), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("status_changed_at", UtcDateTime, nullable=False),
@@ -331,6 +336,7 @@ webhook_inbox = Table(
     Column("body", EncryptedText, nullable=False),  # carrier and shop payloads carry addresses: PII
     Column("received_at", UtcDateTime, nullable=False),
     Column("processed_at", UtcDateTime, nullable=True),
+    Column("redriven_at", UtcDateTime, nullable=True),
     Column("status", String(16), nullable=False, default="received"),
     Column("error", Text, nullable=True),
     UniqueConstraint("source", "event_id"),

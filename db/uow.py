@@ -16,6 +16,7 @@ from core.ports import MessageBus
 from db import repositories as r
 from db import tables as t
 from db.audit import AuditRepository, SettingsRepository
+from db.notifications import NotificationRepository
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,11 @@ class SqlUnitOfWork:
         self.variants = r.VariantReader(self.session)
         self.batches = r.BatchRepository(self.session)
         self.partners = r.PartnerRepository(self.session)
+        self.inspections = r.InspectionRepository(self.session)
         self.audit = AuditRepository(self.session)
         self.settings_store = SettingsRepository(self.session)
+        self.notifications = NotificationRepository(self.session)
+        self.shipments = r.ShipmentRepository(self.session)
         return self
 
     def __exit__(self, *exc_info) -> None:

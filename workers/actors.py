@@ -10,4 +10,4 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name
 logging.getLogger("httpx").setLevel(logging.WARNING)
 container()  # sets the global broker before any actor below is declared
 
-from workers import production, render  # noqa: E402,F401  (declare the stage actors)
+from workers import notify, production, qa, render, shipping  # noqa: E402,F401  (declare the stage actors)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import cached_property
 
 import redis
@@ -13,9 +13,9 @@ import db
 from adapters.broker import DramatiqBus, make_broker
 from adapters.ids import TimeOrderedIds
 from adapters.objectstore import make_object_store
-from adapters.partners import PartnerClient
+from adapters.partners import PartnerClient, PartnerEndpoint
 from core.ports import ObjectStore
-from core.production import BatchPolicy
+from core.services.batches import defaults_from, load_production_rules
 from core.services.production import ProductionRules, batch_ready_jobs
 from core.settings import Settings
 from core.signing import signed_asset_path
@@ -53,9 +53,16 @@ class Container:
     def partners(self) -> PartnerClient:
         return PartnerClient(self.redis, rate_per_s=self.settings.partner_rate_per_s)
 
+    def partner_endpoint(self, partner_id: str) -> PartnerEndpoint:
+        """Where and how to call a partner: its stored URL (or the sim's) and its API key."""
+        with self.uow() as uow:
+            stored = uow.partners.endpoint(partner_id)
+        return PartnerEndpoint(partner_id=partner_id, base_url=self.settings.partner_url(partner_id, stored["api_url"]),
+                               api_key=self.settings.partner_api_key(partner_id))
+
     def production_rules(self) -> ProductionRules:
-        """The tunable weights and batch policy (defaults until an ops manager stores others)."""
-        return ProductionRules(batching=BatchPolicy(max_wait=timedelta(seconds=self.settings.batch_max_wait_s)))
+        """The weights and batch policy ops managers tune in the batch builder (settings' defaults until then)."""
+        return load_production_rules(self.uow(), defaults=defaults_from(self.settings))
 
     def print_file_url(self, asset_id: str) -> str:
         """A week-long signed link a partner downloads the print file from."""

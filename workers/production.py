@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dramatiq
 
-from adapters.partners import PartnerEndpoint
 from core.commands import ApplyPartnerEvent, RouteOrder, SubmitBatch, actor_name
 from core.services import production
 from workers.bootstrap import container
@@ -22,14 +21,7 @@ def route_order(order_id: str) -> None:
                 min_backoff=2_000, max_backoff=300_000)
 def submit_batch(batch_id: str) -> None:
     c = container()
-
-    def endpoint_for(partner_id: str) -> PartnerEndpoint:
-        with c.uow() as uow:
-            stored = uow.partners.endpoint(partner_id)
-        return PartnerEndpoint(partner_id=partner_id, base_url=c.settings.partner_url(partner_id, stored["api_url"]),
-                               api_key=c.settings.partner_api_key(partner_id))
-
-    production.submit_batch(batch_id, uow=c.uow(), client=c.partners, endpoint_for=endpoint_for,
+    production.submit_batch(batch_id, uow=c.uow(), client=c.partners, endpoint_for=c.partner_endpoint,
                             file_url=c.print_file_url, callback_url=c.partner_callback_url, now=c.now)
 
 

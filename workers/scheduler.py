@@ -8,8 +8,10 @@ import threading
 from datetime import timedelta
 
 from adapters.broker import queue_stats
-from adapters.partners import PartnerEndpoint, PartnerRefused, PartnerUnavailable
+from adapters.partners import PartnerRefused, PartnerUnavailable
+from core.services.notify import surface_stale_notifications
 from core.services.reconcile import reconcile
+from core.services.shipping import find_silent_parcels
 from workers.bootstrap import Container, container
 
 log = logging.getLogger(__name__)
@@ -30,12 +32,10 @@ def sample_queues(c: Container) -> None:
 def sync_inventory(c: Container) -> None:
     """Pull each active partner's blank stock, so intake's availability check sees what partners have."""
     with c.uow() as uow:
-        partners = [(p, uow.partners.endpoint(p)["api_url"]) for p in uow.partners.capacity()]
-    for partner_id, api_url in partners:
-        endpoint = PartnerEndpoint(partner_id=partner_id, base_url=c.settings.partner_url(partner_id, api_url),
-                                   api_key=c.settings.partner_api_key(partner_id))
+        partners = list(uow.partners.capacity())
+    for partner_id in partners:
         try:
-            stock = c.partners.stock(endpoint)
+            stock = c.partners.stock(c.partner_endpoint(partner_id))
         except (PartnerUnavailable, PartnerRefused) as error:
             log.warning("inventory sync: partner %s: %s", partner_id, error.message)
             continue
@@ -48,7 +48,9 @@ def tick(c: Container, beat: int = 0) -> None:
     """One beat; each job runs even if another failed, and failures are logged with their traceback."""
     every = max(1, round(c.settings.inventory_sync_every_s / c.settings.reconcile_every_s))
     jobs = [lambda: reconcile(c.uow(), now=c.now(), deadlines_s=c.settings.stage_deadlines_s),
-            lambda: sample_queues(c), c.run_batcher]
+            lambda: sample_queues(c), c.run_batcher,
+            lambda: find_silent_parcels(c.uow(), now=c.now(), days=c.settings.no_scan_days),
+            lambda: surface_stale_notifications(uow=c.uow(), now=c.now())]
     if beat % every == 0:
         jobs.append(lambda: sync_inventory(c))
     for job in jobs:

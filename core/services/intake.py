@@ -11,7 +11,9 @@ from typing import Any
 from core.commands import PlaceOrder, RenderAsset
 from core.errors import Conflict, IdempotencyConflict, OutOfStock, Problem, ValidationFailed
 from core.model import Customer, Order, OrderLine, PrintJob
+from core.notifications import Milestone
 from core.ports import Ids, Payments
+from core.services.notify import notify_milestone
 from core.text import ProhibitedWords
 from core.validation import validate_order
 
@@ -156,6 +158,7 @@ def _record(cmd: PlaceOrder, *, uow, ids: Ids, variants, total: int, currency: s
         if idempotency_key:
             uow.idempotency.put(idempotency_key, request_hash or "", placed.as_response(), now)
         uow.defer(RenderAsset(order_id=order_id))
+        notify_milestone(order_id, Milestone.RECEIVED, uow=uow)
         uow.commit()
     return placed
 

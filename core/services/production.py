@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping
 from core.commands import InspectJob, SubmitBatch
 from core.events import Noted
 from core.model import Batch, PrintJob
+from core.notifications import Milestone
 from core.production import (
     BatchPolicy,
     Calendar,
@@ -22,6 +23,7 @@ from core.production import (
     route,
     should_release,
 )
+from core.services.notify import notify_milestone
 from core.states import BatchStatus, HoldReason, JobStatus, OrderStatus, PartnerJobStatus
 
 log = logging.getLogger(__name__)
@@ -52,8 +54,8 @@ def route_order(order_id: str, *, uow, now: datetime, rules: ProductionRules) ->
         order = uow.orders.get(order_id, lock=True)
         if order is None:
             return "missing"
-        if order.status != OrderStatus.READY_FOR_PRODUCTION:
-            return "skipped"
+        if order.status not in (OrderStatus.READY_FOR_PRODUCTION, OrderStatus.IN_PRODUCTION):
+            return "skipped"  # IN_PRODUCTION: a reprint waiting for a partner
         pending = [job for job in uow.jobs.for_order(order_id)
                    if job.status == JobStatus.PENDING and job.partner_id is None]
         if not pending:
@@ -182,6 +184,7 @@ def submit_batch(batch_id: str, *, uow, client, endpoint_for: Callable[[str], An
                 if order is not None and order.status == OrderStatus.READY_FOR_PRODUCTION:
                     order.advance(OrderStatus.IN_PRODUCTION, at=at, source=SOURCE,
                                   reason="production gate: sent to the partner")
+                    notify_milestone(order.id, Milestone.PRODUCTION_STARTED, uow=uow)
                 uow.commit()
     with uow:
         batch = uow.batches.get(batch_id, lock=True)

@@ -6,7 +6,15 @@ import logging
 from datetime import datetime, timedelta
 from typing import Callable, Mapping
 
-from core.commands import RenderAsset, RouteOrder, StageCommand
+from core.commands import (
+    ApplyCarrierEvent,
+    ApplyPartnerEvent,
+    BuyLabel,
+    RenderAsset,
+    RouteOrder,
+    StageCommand,
+    SubmitBatch,
+)
 from core.events import EventType, Noted
 from core.states import OrderStatus
 
@@ -16,11 +24,21 @@ REDRIVE: Mapping[OrderStatus, Callable[[str], StageCommand]] = {
     OrderStatus.ACCEPTED: lambda order_id: RenderAsset(order_id=order_id),
     OrderStatus.RENDERING: lambda order_id: RenderAsset(order_id=order_id),
     OrderStatus.READY_FOR_PRODUCTION: lambda order_id: RouteOrder(order_id=order_id),
+    OrderStatus.READY_TO_SHIP: lambda order_id: BuyLabel(order_id=order_id),
+    OrderStatus.LABEL_CREATED: lambda order_id: BuyLabel(order_id=order_id),  # a no-op unless the label is missing
 }
 """Which message moves an order on from each status; statuses that wait on the outside world are absent."""
 
 
-def reconcile(uow, *, now: datetime, deadlines_s: Mapping[OrderStatus, float], limit: int = 500) -> int:
+INBOX_REDRIVE: Mapping[str, Callable[[int], StageCommand]] = {
+    "partner": lambda inbox_id: ApplyPartnerEvent(inbox_id=inbox_id),
+    "carrier": lambda inbox_id: ApplyCarrierEvent(inbox_id=inbox_id),
+}
+"""Which message applies a stored webhook, by the inbox row's source kind ("partner:acme" → "partner")."""
+
+
+def reconcile(uow, *, now: datetime, deadlines_s: Mapping[OrderStatus, float], limit: int = 500,
+              batch_after_s: float = 120.0, inbox_after_s: float = 60.0) -> int:
     """Re-drive orders past their stage deadline; returns how many messages were sent (after commit).
 
     Idempotent by construction: the actors guard on state, so a re-drive of an order whose message was
@@ -39,4 +57,32 @@ def reconcile(uow, *, now: datetime, deadlines_s: Mapping[OrderStatus, float], l
         uow.commit()
     if stuck:
         log.warning("re-drove %d orders past their stage deadline", len(stuck))
-    return len(stuck)
+    return len(stuck) + _redrive_batches(uow, now=now, after_s=batch_after_s, limit=limit) + _redrive_inbox(
+        uow, now=now, after_s=inbox_after_s, limit=limit)
+
+
+def _redrive_batches(uow, *, now: datetime, after_s: float, limit: int) -> int:
+    """A released batch whose SubmitBatch was lost (or dead-lettered in a long outage) is sent again."""
+    with uow:
+        batches = uow.batches.stuck_released(before=now - timedelta(seconds=after_s), limit=limit)
+        for batch in batches:
+            batch.redriven_at = now
+            uow.defer(SubmitBatch(batch_id=batch.id))
+        uow.commit()
+    if batches:
+        log.warning("re-sent %d released batches to their partners", len(batches))
+    return len(batches)
+
+
+def _redrive_inbox(uow, *, now: datetime, after_s: float, limit: int) -> int:
+    """A webhook we acknowledged but never applied (its message lost) is applied again: the sender won't
+    resend what we already answered 2xx."""
+    with uow:
+        rows = uow.inbox.stuck(before=now - timedelta(seconds=after_s), kinds=tuple(INBOX_REDRIVE), limit=limit)
+        for inbox_id, source in rows:
+            uow.inbox.touch(inbox_id, at=now)
+            uow.defer(INBOX_REDRIVE[source.split(":", 1)[0]](inbox_id))
+        uow.commit()
+    if rows:
+        log.warning("re-queued %d stored webhooks that were never applied", len(rows))
+    return len(rows)

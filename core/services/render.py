@@ -12,8 +12,10 @@ from PIL import Image, UnidentifiedImageError
 
 from core.commands import RouteOrder
 from core.events import EventType, Noted
+from core.notifications import Milestone
 from core.ports import ObjectStore
 from core.render import RenderError, asset_key, render_asset
+from core.services.notify import notify_milestone
 from core.states import HoldReason, OrderStatus
 
 log = logging.getLogger(__name__)
@@ -193,5 +195,6 @@ def _finish(order_id: str, work: list[LineWork], assets: dict[str, str], hits: i
         order.advance(OrderStatus.READY_FOR_PRODUCTION, at=at, source=SOURCE,
                       details={"assets": len(assets), "cache_hits": hits})
         uow.defer(RouteOrder(order_id=order_id))
+        notify_milestone(order_id, Milestone.PREVIEW_READY, uow=uow)
         uow.commit()
     return "rendered"

@@ -13,7 +13,9 @@ from core.commands import Address
 from core.errors import PressroomError
 from core.events import Noted
 from core.model import Order, Shipment
+from core.notifications import Milestone
 from core.ports import ObjectStore
+from core.services.notify import notify_milestone
 from core.states import HoldReason, OrderStatus, ShipmentStatus, ShippingSpeed
 
 log = logging.getLogger(__name__)
@@ -332,6 +334,7 @@ def _needs_address(order_id: str, verification: Verification, *, uow, at: dateti
         fields = ", ".join(sorted({p["field"] for p in problems})) or "address"
         order.hold(HoldReason.NEEDS_ADDRESS, at=at, source=SOURCE,
                    note=f"the carrier cannot verify the shipping address ({fields})")
+        notify_milestone(order_id, Milestone.EXCEPTION, uow=uow)  # the customer is asked once (one per channel)
         uow.alerts.raise_(kind="address", key=order_id, order_id=order_id, severity="warning", at=at,
                           message=f"Order {order.number}: the carrier cannot verify the shipping address "
                                   f"({fields}). Correct it or wait for the customer's answer, then release.")
@@ -455,6 +458,7 @@ def _order_follows(order: Order, shipment: Shipment, *, uow, at: datetime, detai
         if order.can_advance(OrderStatus.ON_HOLD):
             order.hold(HoldReason.CARRIER_EXCEPTION, at=at, source=CARRIER_SOURCE,
                        note=f"parcel {shipment.tracking_code}: {shipment.status}")
+        notify_milestone(order.id, Milestone.EXCEPTION, uow=uow)
         what = "was returned to sender" if shipment.status == _S.RETURNED else "could not be delivered"
         uow.alerts.raise_(kind="carrier", key=order.id, order_id=order.id, severity="critical", at=at,
                           message=f"Order {order.number}: parcel {shipment.tracking_code} {what} "
@@ -470,9 +474,11 @@ def _order_follows(order: Order, shipment: Shipment, *, uow, at: datetime, detai
     if order.status == OrderStatus.LABEL_CREATED:
         order.advance(OrderStatus.SHIPPED, at=at, source=CARRIER_SOURCE, reason=reason,
                       details={"tracking_code": shipment.tracking_code, "public_url": details.get("public_url")})
+        notify_milestone(order.id, Milestone.SHIPPED, uow=uow)
     if wanted == OrderStatus.DELIVERED and order.status == OrderStatus.SHIPPED:
         order.advance(OrderStatus.DELIVERED, at=at, source=CARRIER_SOURCE, reason=reason,
                       details={"tracking_code": shipment.tracking_code})
+        notify_milestone(order.id, Milestone.DELIVERED, uow=uow)
 
 
 def find_silent_parcels(uow, now: datetime, days: float) -> list[str]:

@@ -310,9 +310,6 @@ def _story(log: list[Exchange]) -> list[tuple[str, int | None, str | None]]:
 # ---- lost messages: delayed, never lost ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG core/services/reconcile.py REDRIVE: a released batch whose SubmitBatch "
-                   "message was lost (or dead-lettered after a long outage) is never sent again; the order's "
-                   "RouteOrder re-drive finds no unrouted job and skips")
 def test_a_released_batch_whose_submit_message_was_lost_is_sent_again_by_the_reconciler(
         pg_url, redis_url, tmp_path):
     # given released batches whose SubmitBatch messages were lost (Redis flushed before a worker took them)

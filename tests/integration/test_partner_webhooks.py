@@ -276,9 +276,6 @@ def test_forged_tampered_and_unsigned_webhooks_are_refused_and_change_nothing(pg
               f"0 stored, 0 effects; {len(genuine)} genuine accepted")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG api/main.py partner_webhook + core/settings.py partner_webhook_secret: "
-                   "any partner id gets the guessable secret whsec_dev_<id>, so a caller can store rows for a "
-                   "partner we do not have")
 def test_a_webhook_for_a_partner_we_do_not_have_is_refused_and_stores_nothing(pg_url, redis_url, tmp_path):
     # given the API (no such partner as "mallory-print" in the catalogue)
     api = RedisHarness(pg_url, tmp_path)
@@ -293,9 +290,6 @@ def test_a_webhook_for_a_partner_we_do_not_have_is_refused_and_stores_nothing(pg
     assert response.status_code in (401, 404) and stored == 0, (response.status_code, response.text, stored)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG api/main.py partner_webhook: the inbox dedupes on the unsigned "
-                   "X-Partner-Event-Id header, not on the signed body's event_id, so a replayed body under a new "
-                   "header is stored and queued again")
 def test_a_replayed_body_under_another_event_id_header_is_stored_once(pg_url, redis_url, tmp_path):
     # given a genuine, signed partner event that was delivered once
     api = RedisHarness(pg_url, tmp_path)
@@ -311,8 +305,6 @@ def test_a_replayed_body_under_another_event_id_header_is_stored_once(pg_url, re
         assert conn.scalar(select(func.count()).select_from(t.webhook_inbox)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG core/services/reconcile.py REDRIVE: nothing re-drives an inbox row "
-                   "left `received` when its ApplyPartnerEvent message was lost after the partner got its 2xx")
 def test_an_acknowledged_webhook_whose_message_was_lost_is_queued_again_by_the_reconciler(
         pg_url, redis_url, tmp_path):
     # given a partner webhook the API acknowledged (stored in the inbox, its message sent to Redis)

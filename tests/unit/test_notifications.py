@@ -341,6 +341,7 @@ def run_queued_notifications(api, outbox) -> list[str]:
 def test_a_support_resend_sends_exactly_one_more_and_is_audited(outbox, api):
     order_id = rendered_order(api)
     assert outbox.send(order_id, Milestone.PREVIEW_READY) == "sent"
+    api.broker.queues["notify"].queue.clear()  # the milestone messages intake and render queued on their own
     svc = api.services
     # when an agent resends it (and the worker's message is redelivered)
     key = resend(order_id, Milestone.PREVIEW_READY, Channel.EMAIL, "sam", uow=svc.uow(), now=svc.now())
@@ -365,6 +366,7 @@ def test_a_support_resend_sends_exactly_one_more_and_is_audited(outbox, api):
 
 def test_resend_refuses_a_message_that_was_never_due_and_an_opted_out_channel(outbox, api):
     order_id = rendered_order(api)
+    api.broker.queues["notify"].queue.clear()  # the milestone messages intake and render queued on their own
     svc = api.services
     with pytest.raises(NotFound):
         resend(order_id, Milestone.SHIPPED, Channel.EMAIL, "sam", uow=svc.uow(), now=svc.now())
@@ -443,3 +445,10 @@ def test_on_postgresql_five_concurrent_deliveries_send_one_email(pg_url, tmp_pat
         assert len(timeline(api, order_id, "notification.sent")) == 1
     finally:
         api.services.engine.dispose()
+
+
+def test_intake_and_render_queue_the_received_and_preview_milestones_on_both_channels(api):
+    order_id = rendered_order(api)
+    queued = [dramatiq.Message.decode(raw).kwargs for raw in api.queued("notify")]
+    assert sorted((m["milestone"], m["channel"]) for m in queued if m["order_id"] == order_id) == [
+        ("preview_ready", "email"), ("preview_ready", "sms"), ("received", "email"), ("received", "sms")]
