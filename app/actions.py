@@ -18,7 +18,7 @@ from core.errors import PressroomError
 from core.policy import can_do
 from core.ports import MessageBus
 from core.production import BatchPolicy
-from core.services import batches
+from core.services import batches, qa
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ NEXT_STEP = {
     "not_found": "Nothing was changed. The table now shows the current batches.",
     "conflict": "Someone changed it at the same moment, so nothing was saved: check the table and try again.",
     "production_settings_invalid": "Nothing was saved: correct that value and apply again.",
+    "not_allowed": "Nothing was changed: do what the message says, or pick another item from the queue.",
 }
 SIGNED_OUT = "Your session has ended, so nothing was changed: sign in again and retry."
 NOT_YOUR_ROLE = "Your role can't do this, so nothing was changed. Ask a manager if you need it."
@@ -138,3 +139,28 @@ def save_production_rules(document: dict[str, Any]) -> bool:
     return _act(batches.EDIT_RULES, work,
                 lambda saved: f"Production rules saved: {saved.rescored_jobs} open job(s) re-scored, "
                               f"{saved.retargeted_batches} open batch(es) resized.")
+
+
+# ---- QA review ---------------------------------------------------------------------------------------------
+
+APPROVE, REJECT = "qa.approve", "qa.reject"
+
+
+def _decide(inspection_id: str, *, approve: bool, reason: str | None):
+    def work(*, uow, actor, at, new_id):
+        return qa.decide(inspection_id, approve=approve, reason=reason, user=actor, uow=uow, now=at,
+                         new_id=new_id, rules=qa.QaRules())
+    return work
+
+
+def approve_inspection(inspection_id: str) -> bool:
+    """An inspector passes a needs-review item: the job passes QA (and the order ships when all have)."""
+    return _act(APPROVE, _decide(inspection_id, approve=True, reason=None),
+                lambda _: f"Approved: inspection {inspection_id} passed QA.")
+
+
+def reject_inspection(inspection_id: str, reason: str | None) -> bool:
+    """An inspector fails a needs-review item with a DefectReason code: a reprint is ordered (or a hold)."""
+    return _act(REJECT, _decide(inspection_id, approve=False, reason=reason),
+                lambda _: f"Rejected ({reason}): inspection {inspection_id} failed QA; it is reprinted, or held "
+                              "after its last attempt.")

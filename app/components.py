@@ -362,3 +362,32 @@ def partner_table(panel: pd.DataFrame, *, start_sla_hours: float) -> None:
         "decided": st.column_config.NumberColumn("measured"),
         "waiting": st.column_config.NumberColumn("not due yet"),
     })
+
+
+# ---- QA review ---------------------------------------------------------------------------------------------
+
+
+def review_counts(queue: Mapping[str, Any]) -> None:
+    """Waiting, decided today, and why the waiting items came to a human."""
+    waiting, decided, reasons = st.columns([1, 1, 3])
+    waiting.metric("Waiting for review", queue["waiting"], border=True)
+    decided.metric("Decided today", queue["decided"], border=True)
+    reasons.markdown("**Why they are here**  \n" + (" · ".join(
+        f"{plain(reason.replace('_', ' '))}: {n}" for reason, n in queue["by_reason"].items()) or "—"))
+
+
+def review_label(item: Mapping[str, Any]) -> str:
+    """How a queue item reads in the picker: order, why it is here, since when (stable, so the pick sticks)."""
+    why = str(item["review_reason"] or "review").replace("_", " ")
+    return f"{item['order_number']} · {why} · waiting since {short_when(item['created_at'])} UTC"
+
+
+def inspection_facts(found: Mapping[str, Any]) -> None:
+    """The suspected reason(s) and the automatic scores of one inspection."""
+    suspected = ", ".join(str(r).replace("_", " ") for r in found["reasons"]) or "none: the scores were borderline"
+    st.markdown(f"**Order** {plain(found['order_number'])} · **SKU** {plain(found['sku'])} · **partner** "
+                f"{plain(found['partner_id'] or '—')} · **attempt** {found['attempt']}  \n"
+                f"**Here because** {plain(str(found['review_reason'] or 'review').replace('_', ' '))} · "
+                f"**suspected** {plain(suspected)}")
+    scores = pd.DataFrame({"score": list(found["scores"]), "value": list(found["scores"].values())})
+    st.dataframe(scores, hide_index=True, column_config={"value": st.column_config.NumberColumn(format="%.3f")})

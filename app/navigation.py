@@ -22,6 +22,7 @@ SPECS: Mapping[str, PageSpec] = MappingProxyType({
     "control_room": PageSpec(title="Control room", icon=":material/monitoring:"),
     "order_timeline": PageSpec(title="Order timeline", icon=":material/manage_search:"),
     "batch_builder": PageSpec(title="Batch builder", icon=":material/view_module:"),
+    "qa_review": PageSpec(title="QA review", icon=":material/fact_check:"),
 })
 """Page id (core.policy.PAGES, file pages/<id>.py) → how it appears in the navigation."""
 

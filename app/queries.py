@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 from typing import Any
 
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
+from adapters.objectstore import make_object_store
 from app.bootstrap import engine, now, settings
 from core.errors import PressroomError
+from core.ports import ObjectStore
 from core.services import batches as b
 from core.services.production import ProductionRules
 from core.signing import signed_asset_path
@@ -203,3 +207,85 @@ def partner_panel() -> pd.DataFrame:
 def start_sla() -> timedelta:
     """How soon after submission a job should start printing (stored with the production rules)."""
     return b.start_sla_from_document(rules_document())
+
+
+# ---- QA review ---------------------------------------------------------------------------------------------
+
+PICTURES_TTL_S = 300  # stored QA pictures never change; the TTL only bounds memory
+ZOOM_MARGIN = 0.25  # of the worst region's larger side, on every side
+
+
+@st.cache_resource(show_spinner=False)
+def object_store() -> ObjectStore:
+    """The object store holding print files and QA photos (S3 or the local folder, per the settings)."""
+    return make_object_store(settings())
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def review_queue() -> dict[str, Any]:
+    """Needs-review items oldest first, with waiting, by_reason and decided (today, UTC) counts."""
+    midnight = now().replace(hour=0, minute=0, second=0, microsecond=0)
+    return q.review_queue(engine(), since=midnight)
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def inspection(inspection_id: str) -> dict[str, Any] | None:
+    return q.inspection_detail(engine(), inspection_id)
+
+
+@st.cache_data(ttl=PICTURES_TTL_S, show_spinner=False, max_entries=20)
+def _pictures(inspection_id: str) -> dict[str, Image.Image] | None:
+    """Reference, aligned photo and heat-map, all in the aligned photo's frame (worst_region's pixels).
+
+    The reference is the print file (not the product preview, a mock-up of another shape) flattened on white
+    and downscaled to the aligned photo, so blending and zooming line up pixel for pixel.
+    """
+    found = inspection(inspection_id)
+    if found is None or not found["aligned_key"] or not found["print_file_key"]:
+        return None
+    store = object_store()
+    aligned = Image.open(io.BytesIO(store.get(found["aligned_key"]))).convert("RGB")
+    with Image.open(io.BytesIO(store.get(found["print_file_key"]))) as printed:
+        flat = Image.new("RGBA", printed.size, "white")
+        flat.alpha_composite(printed.convert("RGBA"))
+    pictures = {"reference": flat.convert("RGB").resize(aligned.size, Image.Resampling.LANCZOS), "aligned": aligned}
+    if found["heatmap_key"]:
+        heatmap = Image.open(io.BytesIO(store.get(found["heatmap_key"]))).convert("RGB")
+        pictures["heatmap"] = heatmap.resize(aligned.size, Image.Resampling.BILINEAR)
+    return pictures
+
+
+def _crop_box(region: list[int] | None, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """The worst region [x, y, w, h] grown by ZOOM_MARGIN on each side, kept inside the picture."""
+    if not region or len(region) != 4 or region[2] <= 0 or region[3] <= 0:
+        return None
+    x, y, w, h = region
+    margin = max(16, int(ZOOM_MARGIN * max(w, h)))
+    return (max(0, x - margin), max(0, y - margin), min(size[0], x + w + margin), min(size[1], y + h + margin))
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+@st.cache_data(ttl=PICTURES_TTL_S, show_spinner=False, max_entries=50)
+def review_pictures(inspection_id: str, *, after_pct: int, heatmap: bool, zoom: bool) -> dict[str, Any] | None:
+    """The two pictures the inspector compares, as PNG bytes: reference, and the photo side.
+
+    The photo side is the aligned photo (or its heat-map), blended over the reference by `after_pct`
+    (0: reference only, 100: photo only). With `zoom`, both are cropped to the worst region plus a margin.
+
+    Returns reference, photo, zoomed (whether a worst region was there to zoom to); None without pictures.
+    """
+    pictures = _pictures(inspection_id)
+    if pictures is None:
+        return None
+    reference = pictures["reference"]
+    photo = pictures["heatmap"] if heatmap and "heatmap" in pictures else pictures["aligned"]
+    photo = Image.blend(reference, photo, max(0, min(100, after_pct)) / 100)
+    box = _crop_box((inspection(inspection_id) or {}).get("worst_region"), reference.size) if zoom else None
+    if box is not None:
+        reference, photo = reference.crop(box), photo.crop(box)
+    return {"reference": _png(reference), "photo": _png(photo), "zoomed": box is not None}

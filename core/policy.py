@@ -17,6 +17,7 @@ PAGES: Mapping[str, frozenset[Role]] = MappingProxyType({
     "control_room": _ALL,
     "order_timeline": frozenset({_R.SUPPORT_AGENT, _R.OPS_MANAGER, _R.MANAGER}),
     "batch_builder": frozenset({_R.OPS_MANAGER, _R.MANAGER}),
+    "qa_review": frozenset({_R.QA_INSPECTOR, _R.MANAGER}),
 })
 """Page id → the roles that see it. A page id is the file name under pages/ without `.py`."""
 
@@ -28,6 +29,8 @@ ACTIONS: Mapping[str, frozenset[Role]] = MappingProxyType({
     "batch.merge": _PRODUCTION,
     "batch.reprioritise": _PRODUCTION,
     "production.edit_rules": _PRODUCTION,
+    "qa.approve": frozenset({_R.QA_INSPECTOR}),
+    "qa.reject": frozenset({_R.QA_INSPECTOR}),
 })
 """Action id (`"<entity>.<verb>"`, also the audit log's action) → the roles that may do it."""
 

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 import pandas as pd
 from sqlalchemy import Connection, Engine, and_, func, or_, select, union
 
-from core.states import BatchStatus, Channel, JobStatus, OrderStatus
+from core.states import BatchStatus, Channel, InspectionStatus, JobStatus, OrderStatus
 from db import tables as t
 from db.types import keyring
 
@@ -355,3 +355,43 @@ def _on_time(sent: datetime, started: datetime | None, *, now: datetime, start_s
     if started is not None:
         return started - sent <= start_sla
     return False if now - sent > start_sla else None
+
+
+# ---- QA review -------------------------------------------------------------------------------------------
+
+REVIEW_QUEUE_LIMIT = 200
+
+
+def review_queue(bind: Bind, *, since: datetime, limit: int = REVIEW_QUEUE_LIMIT) -> dict[str, Any]:
+    """The inspectors' work: needs-review items oldest first, with counts.
+
+    Returns items (id, order_number, review_reason, reasons, created_at), waiting, by_reason
+    (review_reason → count) and decided (items an inspector decided since `since`).
+    """
+    i, o = t.inspections, t.orders
+    waiting = i.c.status == InspectionStatus.NEEDS_REVIEW
+    with _connected(bind) as conn:
+        items = [dict(row._mapping) for row in conn.execute(
+            select(i.c.id, o.c.number.label("order_number"), i.c.review_reason, i.c.reasons, i.c.created_at)
+            .join(o, o.c.id == i.c.order_id).where(waiting).order_by(i.c.created_at, i.c.id).limit(limit))]
+        by_reason = {str(reason or "unspecified"): n for reason, n in conn.execute(
+            select(i.c.review_reason, func.count()).where(waiting).group_by(i.c.review_reason)
+            .order_by(i.c.review_reason))}
+        decided = conn.scalar(select(func.count()).select_from(i).where(
+            i.c.decided_by.is_not(None), i.c.status_changed_at >= since))
+    return {"items": items, "waiting": sum(by_reason.values()), "by_reason": by_reason, "decided": int(decided)}
+
+
+def inspection_detail(bind: Bind, inspection_id: str) -> dict[str, Any] | None:
+    """One inspection with its job, order number and the print file it was compared against."""
+    i, j, line, a, o = t.inspections, t.print_jobs, t.order_lines, t.assets, t.orders
+    statement = (select(i.c.id, i.c.status, i.c.order_id, o.c.number.label("order_number"), i.c.job_id,
+                        j.c.attempt, j.c.partner_id, line.c.sku, i.c.scores, i.c.reasons, i.c.review_reason,
+                        i.c.photo_key, i.c.heatmap_key, i.c.aligned_key, i.c.worst_region, i.c.created_at,
+                        a.c.preview_key, a.c.print_file_key)
+                 .join(j, j.c.id == i.c.job_id).join(o, o.c.id == i.c.order_id)
+                 .join(line, line.c.id == j.c.line_id).outerjoin(a, a.c.id == line.c.asset_id)
+                 .where(i.c.id == inspection_id))
+    with _connected(bind) as conn:
+        row = conn.execute(statement).first()
+    return None if row is None else dict(row._mapping)
