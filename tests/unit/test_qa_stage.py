@@ -105,30 +105,36 @@ def test_after_the_last_attempt_fails_the_order_goes_on_hold_with_an_alert(api):
         assert conn.execute(select(t.alerts.c.kind, t.alerts.c.severity)).one() == ("qa", "critical")
 
 
-def test_the_first_prints_of_a_new_template_version_go_to_an_inspector_who_approves_one(api):
+def awaiting_review(api) -> tuple[str, str]:
+    """An order whose printed item waits for an inspector (no photo came back, so a human must look)."""
     order_id, job_id = printed_order(api)
-    assert run(api, job_id, defect=None, rules=QaRules()) == "review"
     svc = api.services
+    with svc.uow() as uow:
+        uow.jobs.get(job_id).photo_url = None
+        uow.commit()
+    assert inspect_job(job_id, uow=svc.uow(), store=svc.store, fetch_photo=camera(api, job_id, None),
+                       new_id=svc.ids.new, now=svc.now, rules=QaRules()) == "review"
     with svc.engine.connect() as conn:
-        inspection = conn.execute(select(t.inspections.c.id, t.inspections.c.review_reason)).one()
-    assert inspection.review_reason == "new_template"
-    decide(inspection.id, approve=True, reason=None, user="quinn", uow=svc.uow(), now=svc.now(), new_id=svc.ids.new,
+        return order_id, conn.scalar(select(t.inspections.c.id))
+
+
+def test_an_inspector_approves_an_item_and_the_order_is_ready_to_ship_with_the_verdict_audited(api):
+    order_id, inspection_id = awaiting_review(api)
+    svc = api.services
+    decide(inspection_id, approve=True, reason=None, user="quinn", uow=svc.uow(), now=svc.now(), new_id=svc.ids.new,
            rules=QaRules())
     order, _ = statuses(api, order_id)
     assert order.status == OrderStatus.READY_TO_SHIP
     with svc.engine.connect() as conn:
         assert conn.execute(select(t.audit_log.c.actor, t.audit_log.c.action)).all() == [("quinn", "qa.approve")]
     with pytest.raises(NotAllowed):
-        decide(inspection.id, approve=False, reason="ink_blot", user="quinn", uow=svc.uow(), now=svc.now(),
+        decide(inspection_id, approve=False, reason="ink_blot", user="quinn", uow=svc.uow(), now=svc.now(),
                new_id=svc.ids.new, rules=QaRules())
 
 
 def test_an_inspector_rejection_needs_a_reason_code_and_orders_a_reprint(api):
-    order_id, job_id = printed_order(api)
-    run(api, job_id, defect=None, rules=QaRules())
+    order_id, inspection_id = awaiting_review(api)
     svc = api.services
-    with svc.engine.connect() as conn:
-        inspection_id = conn.scalar(select(t.inspections.c.id))
     with pytest.raises(NotAllowed):
         decide(inspection_id, approve=False, reason="ugly", user="quinn", uow=svc.uow(), now=svc.now(),
                new_id=svc.ids.new, rules=QaRules())
@@ -136,6 +142,14 @@ def test_an_inspector_rejection_needs_a_reason_code_and_orders_a_reprint(api):
            new_id=svc.ids.new, rules=QaRules())
     _, jobs = statuses(api, order_id)
     assert jobs == [(JobStatus.QA_FAILED, 1, None), (JobStatus.PENDING, 2, "colour_shift")]
+
+
+def test_the_first_prints_of_a_new_template_version_or_partner_go_to_an_inspector():
+    policy = SpotCheckPolicy(rate=0.0, first_n_new=5)
+    common = {"job_id": "j", "verdict": "pass", "policy": policy, "partner_failure_rate": 0.0}
+    assert spot_check_reason(prints_of_template_version=4, prints_at_partner=99, **common) == "new_template"
+    assert spot_check_reason(prints_of_template_version=99, prints_at_partner=0, **common) == "new_partner"
+    assert spot_check_reason(prints_of_template_version=5, prints_at_partner=5, **common) is None
 
 
 def test_hashed_sampling_is_reproducible_and_close_to_its_rate():
