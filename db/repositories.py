@@ -35,6 +35,15 @@ def insert_ignoring_duplicates(session: Session, table, rows: list[dict[str, Any
     return -1
 
 
+def get_aggregate(session: Session, cls, table, key: str, *, lock: bool = False):
+    """One aggregate by id; with `lock`, its row alone is locked (FOR UPDATE OF it) until the transaction ends,
+    and reloaded so the caller sees the committed state it now holds."""
+    if not lock:
+        return session.get(cls, key)
+    query = select(cls).where(table.c.id == key).with_for_update(of=table)
+    return session.scalars(query.execution_options(populate_existing=True)).first()
+
+
 class OrderRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -43,11 +52,7 @@ class OrderRepository:
         self.session.add(order)
 
     def get(self, order_id: str, *, lock: bool = False) -> Order | None:
-        """The order; with `lock`, its row is locked (FOR UPDATE OF orders) until the transaction ends."""
-        if not lock:
-            return self.session.get(Order, order_id)
-        query = select(Order).where(t.orders.c.id == order_id).with_for_update(of=t.orders)
-        return self.session.scalars(query.execution_options(populate_existing=True)).first()
+        return get_aggregate(self.session, Order, t.orders, order_id, lock=lock)
 
     def by_external(self, channel: str, external_id: str) -> Order | None:
         return self.session.scalars(select(Order).where(
@@ -75,10 +80,7 @@ class JobRepository:
                                          .order_by(t.print_jobs.c.created_at, t.print_jobs.c.id)))
 
     def get(self, job_id: str, *, lock: bool = False) -> PrintJob | None:
-        if not lock:
-            return self.session.get(PrintJob, job_id)
-        query = select(PrintJob).where(t.print_jobs.c.id == job_id).with_for_update(of=t.print_jobs)
-        return self.session.scalars(query.execution_options(populate_existing=True)).first()
+        return get_aggregate(self.session, PrintJob, t.print_jobs, job_id, lock=lock)
 
     def by_external(self, partner_id: str, job_id: str) -> PrintJob | None:
         """The job a partner reports on: its external id is our job id, and it must be that partner's."""
@@ -432,10 +434,7 @@ class BatchRepository:
         self.session.add(batch)
 
     def get(self, batch_id: str, *, lock: bool = False) -> Batch | None:
-        if not lock:
-            return self.session.get(Batch, batch_id)
-        query = select(Batch).where(t.batches.c.id == batch_id).with_for_update()
-        return self.session.scalars(query.execution_options(populate_existing=True)).first()
+        return get_aggregate(self.session, Batch, t.batches, batch_id, lock=lock)
 
     def open(self) -> list[Batch]:
         """Batches still taking jobs or held by an ops manager."""
@@ -514,10 +513,7 @@ class InspectionRepository:
         self.session.add(inspection)
 
     def get(self, inspection_id: str, *, lock: bool = False) -> Inspection | None:
-        if not lock:
-            return self.session.get(Inspection, inspection_id)
-        query = select(Inspection).where(t.inspections.c.id == inspection_id).with_for_update()
-        return self.session.scalars(query.execution_options(populate_existing=True)).first()
+        return get_aggregate(self.session, Inspection, t.inspections, inspection_id, lock=lock)
 
     def for_job(self, job_id: str) -> Inspection | None:
         return self.session.scalars(select(Inspection).where(t.inspections.c.job_id == job_id)).first()
