@@ -274,6 +274,10 @@ inspections = Table(
     Column("aligned_key", String(200), nullable=True),
     Column("worst_region", JSON, nullable=True),
     Column("decided_by", String(80), nullable=True),
+    Column("decided_at", UtcDateTime, nullable=True),
+    # An inspector's verdict waits out the undo window here before it takes effect (approve | reject).
+    Column("pending_verdict", String(10), nullable=True),
+    Column("pending_reason", String(40), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("status_changed_at", UtcDateTime, nullable=False),
     Column("version", Integer, nullable=False),
@@ -435,6 +439,10 @@ alerts = Table(
     Column("cleared_at", UtcDateTime, nullable=True),
     Column("acknowledged_by", String(80), nullable=True),
     Column("acknowledged_at", UtcDateTime, nullable=True),
+    Column("details", JSON, nullable=True),  # what the exception inbox needs to act (e.g. a change request's text)
+    Column("resolution", String(40), nullable=True),  # the action support took: reship, refund, verify_address, …
+    Column("resolved_by", String(80), nullable=True),
+    Column("notified_at", UtcDateTime, nullable=True),  # e-mailed to the ops address
     Index(None, "kind", "key", "cleared_at"),
 )
 
