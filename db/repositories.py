@@ -381,19 +381,61 @@ class AssetRepository:
 
 
 class AlertRepository:
-    """Open alerts, one per (kind, key) until cleared: raising again updates it instead of duplicating."""
+    """Open alerts, one per (kind, key) until cleared: raising again updates it instead of duplicating.
+
+    Operational alerts (monitors) clear themselves when the condition ends; exception-inbox alerts (address,
+    carrier, notification, change_request) are cleared when support resolves them with an action.
+    """
 
     def __init__(self, session: Session) -> None:
         self.session = session
 
     def raise_(self, *, kind: str, key: str, severity: str, message: str, at: datetime,
-               order_id: str | None = None) -> None:
+               order_id: str | None = None, details: dict[str, Any] | None = None) -> bool:
+        """Open the alert, or refresh the open one. Returns True when a new alert was opened."""
         a = t.alerts
+        values: dict[str, Any] = {"message": message, "severity": severity, "updated_at": at}
+        if details is not None:
+            values["details"] = details
         updated = self.session.execute(update(a).where(a.c.kind == kind, a.c.key == key, a.c.cleared_at.is_(None))
-                                       .values(message=message, severity=severity, updated_at=at)).rowcount
+                                       .values(**values)).rowcount
         if not updated:
             self.session.execute(insert(a).values(kind=kind, key=key, order_id=order_id, severity=severity,
-                                                  message=message, opened_at=at, updated_at=at))
+                                                  message=message, opened_at=at, updated_at=at, details=details))
+        return not updated
+
+    def get(self, alert_id: int) -> dict[str, Any] | None:
+        row = self.session.execute(select(t.alerts).where(t.alerts.c.id == alert_id).with_for_update()).first()
+        return None if row is None else dict(row._mapping)
+
+    def open(self, *, kinds: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        a = t.alerts
+        query = select(a).where(a.c.cleared_at.is_(None)).order_by(a.c.opened_at)
+        if kinds is not None:
+            query = query.where(a.c.kind.in_(list(kinds)))
+        return [dict(row._mapping) for row in self.session.execute(query)]
+
+    def acknowledge(self, alert_id: int, *, user: str, at: datetime) -> bool:
+        a = t.alerts
+        return bool(self.session.execute(update(a).where(a.c.id == alert_id, a.c.acknowledged_at.is_(None))
+                                         .values(acknowledged_by=user, acknowledged_at=at)).rowcount)
+
+    def clear(self, *, kind: str, key: str, at: datetime) -> bool:
+        """The condition behind an operational alert is over."""
+        a = t.alerts
+        return bool(self.session.execute(update(a).where(a.c.kind == kind, a.c.key == key, a.c.cleared_at.is_(None))
+                                         .values(cleared_at=at, updated_at=at)).rowcount)
+
+    def resolve(self, alert_id: int, *, user: str, resolution: str, at: datetime) -> bool:
+        """Support acted on an exception-inbox entry: it leaves the inbox with the action taken."""
+        a = t.alerts
+        return bool(self.session.execute(update(a).where(a.c.id == alert_id, a.c.cleared_at.is_(None))
+                                         .values(cleared_at=at, updated_at=at, resolution=resolution,
+                                                 resolved_by=user)).rowcount)
+
+    def mark_notified(self, alert_ids: Iterable[int], *, at: datetime) -> None:
+        a = t.alerts
+        self.session.execute(update(a).where(a.c.id.in_(list(alert_ids))).values(notified_at=at))
 
 
 class VariantReader:
