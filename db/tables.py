@@ -67,6 +67,8 @@ variants = Table(
     Column("size", String(40), nullable=False),
     Column("price_cents", Integer, nullable=False),
     Column("active", Boolean, nullable=False, default=True),
+    # What one unit costs us to make (blank + print); prices reprints on the partner scorecards.
+    Column("base_cost_cents", Integer, nullable=True),
 )
 
 templates = Table(
