@@ -49,7 +49,9 @@ def seed(engine: Engine, *, hash_password: Callable[[str], str], now: datetime |
                                                    print_method=product["print_method"],
                                                    template_key=template["key"], active=True))
             conn.execute(insert(t.variants), [{"sku": v["sku"], "product_id": product["id"], "colour": v["colour"],
-                                               "size": v["size"], "price_cents": v["price_cents"], "active": True}
+                                               "size": v["size"], "price_cents": v["price_cents"], "active": True,
+                                               "base_cost_cents": v.get("base_cost_cents",
+                                                                        product.get("base_cost_cents"))}
                                               for v in product["variants"]])
         for partner in catalogue["partners"]:
             conn.execute(insert(t.partners).values(**partner, api_url="", active=True))
