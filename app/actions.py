@@ -143,24 +143,35 @@ def save_production_rules(document: dict[str, Any]) -> bool:
 
 # ---- QA review ---------------------------------------------------------------------------------------------
 
-APPROVE, REJECT = "qa.approve", "qa.reject"
+APPROVE, REJECT, UNDO = "qa.approve", "qa.reject", "qa.undo"
+
+
+def _qa_rules() -> qa.QaRules:
+    return qa.QaRules(undo_window_s=bootstrap.settings().qa_undo_window_s)
 
 
 def _decide(inspection_id: str, *, approve: bool, reason: str | None):
     def work(*, uow, actor, at, new_id):
-        return qa.decide(inspection_id, approve=approve, reason=reason, user=actor, uow=uow, now=at,
-                         new_id=new_id, rules=qa.QaRules())
+        return qa.decide(inspection_id, approve=approve, reason=reason, user=actor, uow=uow, now=at)
     return work
 
 
 def approve_inspection(inspection_id: str) -> bool:
-    """An inspector passes a needs-review item: the job passes QA (and the order ships when all have)."""
+    """An inspector passes a needs-review item: after the undo window the job passes QA (and the order ships)."""
     return _act(APPROVE, _decide(inspection_id, approve=True, reason=None),
-                lambda _: f"Approved: inspection {inspection_id} passed QA.")
+                lambda _: f"Approved inspection {inspection_id}: it passes QA in "
+                          f"{_qa_rules().undo_window_s:.0f} s unless you undo it.")
 
 
 def reject_inspection(inspection_id: str, reason: str | None) -> bool:
-    """An inspector fails a needs-review item with a DefectReason code: a reprint is ordered (or a hold)."""
+    """An inspector fails a needs-review item with a DefectReason code: after the undo window, a reprint."""
     return _act(REJECT, _decide(inspection_id, approve=False, reason=reason),
-                lambda _: f"Rejected ({reason}): inspection {inspection_id} failed QA; it is reprinted, or held "
-                              "after its last attempt.")
+                lambda _: f"Rejected inspection {inspection_id} ({reason}): it is reprinted in "
+                          f"{_qa_rules().undo_window_s:.0f} s unless you undo it (held after its last attempt).")
+
+
+def undo_verdict(inspection_id: str) -> bool:
+    """Take back one's own verdict inside the undo window: the item returns to the queue."""
+    def work(*, uow, actor, at, new_id):
+        return qa.undo_verdict(inspection_id, user=actor, uow=uow, now=at, rules=_qa_rules())
+    return _act(UNDO, work, lambda _: f"Undone: inspection {inspection_id} is back in the queue.")

@@ -391,3 +391,9 @@ def inspection_facts(found: Mapping[str, Any]) -> None:
                 f"**suspected** {plain(suspected)}")
     scores = pd.DataFrame({"score": list(found["scores"]), "value": list(found["scores"].values())})
     st.dataframe(scores, hide_index=True, column_config={"value": st.column_config.NumberColumn(format="%.3f")})
+
+
+def verdict_line(given: dict) -> str:
+    """One of the inspector's verdicts still waiting out its undo window."""
+    what = "approved" if given["pending_verdict"] == "approve" else f"rejected ({given['pending_reason']})"
+    return f"Order {given['order_number']}: {what} at {given['decided_at']:%H:%M:%S} — takes effect shortly."

@@ -228,6 +228,12 @@ def review_queue() -> dict[str, Any]:
     return q.review_queue(engine(), since=midnight)
 
 
+def undoable_verdicts(user: str) -> list[dict[str, Any]]:
+    """The inspector's own verdicts still inside their undo window, newest first (not cached: it is per click)."""
+    window = timedelta(seconds=settings().qa_undo_window_s)
+    return q.undoable_verdicts(engine(), user=user, since=now() - window)
+
+
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
 def inspection(inspection_id: str) -> dict[str, Any] | None:
     return q.inspection_detail(engine(), inspection_id)

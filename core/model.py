@@ -262,6 +262,9 @@ class Inspection(Aggregate):
         self.assigned_to: str | None = None
         self.second_assignee: str | None = None
         self.decided_by: str | None = None
+        self.decided_at: datetime | None = None
+        self.pending_verdict: str | None = None  # "approve" | "reject", waiting out the undo window
+        self.pending_reason: str | None = None
 
 
 class Shipment(Aggregate):

@@ -31,6 +31,7 @@ ACTIONS: Mapping[str, frozenset[Role]] = MappingProxyType({
     "production.edit_rules": _PRODUCTION,
     "qa.approve": frozenset({_R.QA_INSPECTOR}),
     "qa.reject": frozenset({_R.QA_INSPECTOR}),
+    "qa.undo": frozenset({_R.QA_INSPECTOR}),
 })
 """Action id (`"<entity>.<verb>"`, also the audit log's action) → the roles that may do it."""
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
-from core.states import OrderStatus
+from core.states import JobStatus, OrderStatus
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,30 @@ DEFAULT_DEADLINES_S: Mapping[OrderStatus, float] = MappingProxyType({
     OrderStatus.LABEL_CREATED: 24 * 3600.0,
 })
 """How long an order may sit in a status before the reconciler sends its stage message again."""
+
+DEFAULT_JOB_DEADLINES_S: Mapping[JobStatus, float] = MappingProxyType({
+    JobStatus.PENDING: 2700.0,  # routed, waiting for a batch: a batch's maximum wait and some
+    JobStatus.BATCHED: 2700.0,
+    JobStatus.SUBMITTED: 900.0,  # the partner should have queued it
+    JobStatus.QUEUED: 4 * 3600.0,  # the on-time start target
+    JobStatus.PRINTING: 4 * 3600.0,
+    JobStatus.PRINTED: 600.0,  # QA should have inspected it
+})
+"""How long a print job may sit in a status before the monitor calls it stuck."""
+
+_LAG = {"oldest_age_s": (300.0, 900.0), "dead_lettered": (0.0, 10.0)}
+DEFAULT_QUEUE_THRESHOLDS: Mapping[str, Mapping[str, tuple[float, float]]] = MappingProxyType({
+    "render": {"depth": (50.0, 250.0), **_LAG},  # renders take seconds each: a short queue is already lag
+    "production": {"depth": (200.0, 1000.0), **_LAG},
+    "webhooks": {"depth": (500.0, 2500.0), "oldest_age_s": (60.0, 300.0), "dead_lettered": (0.0, 10.0)},
+    "qa": {"depth": (50.0, 250.0), **_LAG},
+    "notify": {"depth": (500.0, 2500.0), **_LAG},
+    "shipping": {"depth": (100.0, 500.0), **_LAG},
+    "tracking": {"depth": (500.0, 2500.0), "oldest_age_s": (120.0, 600.0), "dead_lettered": (0.0, 10.0)},
+})
+"""Per stage queue, (warning, critical) limits the monitor alerts above: messages waiting, age in seconds of
+the oldest waiting one, and messages dead-lettered within the error window. Staff override them (settings row
+`monitor_thresholds`)."""
 
 
 def _dev_key(label: str) -> str:
@@ -59,6 +83,7 @@ class Settings:
     broker_heartbeat_timeout_ms: int = 10_000
     broker_maintenance_chance: int = 100_000  # per million broker commands: 10 %
     reconcile_every_s: float = 5.0
+    qa_undo_window_s: float = 15.0  # an inspector's verdict waits this long (undo) before it takes effect
     partner_api_base: str = "http://127.0.0.1:8100"
     partner_api_keys: Mapping[str, str] = field(default_factory=dict)
     partner_webhook_secrets: Mapping[str, str] = field(default_factory=dict)
@@ -92,6 +117,12 @@ class Settings:
     sms_api_key: str = "sms_dev_key"
     self_service_url: str = "http://127.0.0.1:8000"  # where customers' status links point (default: api_url)
     tracking_url: str = "http://127.0.0.1:8200/track/{code}"  # a parcel's public page; {code} and {carrier}
+    ops_email: str = "ops@pressroom.dev"  # where new monitor alerts are e-mailed
+    monitor_every_s: float = 30.0
+    monitor_error_window_s: float = 900.0  # dead-lettered messages counted over this window
+    job_deadlines_s: Mapping[JobStatus, float] = field(default_factory=lambda: DEFAULT_JOB_DEADLINES_S)
+    queue_thresholds: Mapping[str, Mapping[str, tuple[float, float]]] = field(
+        default_factory=lambda: DEFAULT_QUEUE_THRESHOLDS)
 
     def partner_api_key(self, partner_id: str) -> str:
         return self.partner_api_keys.get(partner_id) or f"pk_dev_{partner_id}"
@@ -152,6 +183,7 @@ class Settings:
             broker_maintenance_chance=int(env.get("BROKER_MAINTENANCE_CHANCE",
                                                   defaults.broker_maintenance_chance)),
             reconcile_every_s=float(env.get("RECONCILE_EVERY_S", defaults.reconcile_every_s)),
+            qa_undo_window_s=float(env.get("QA_UNDO_WINDOW_S", defaults.qa_undo_window_s)),
             partner_api_base=env.get("PARTNER_API_BASE", defaults.partner_api_base),
             partner_api_keys=_pairs(env.get("PARTNER_API_KEYS", "")),
             partner_webhook_secrets=_pairs(env.get("PARTNER_WEBHOOK_SECRETS", "")),
@@ -182,4 +214,7 @@ class Settings:
             sms_api_key=env.get("SMS_API_KEY", defaults.sms_api_key),
             self_service_url=env.get("PRESSROOM_SELF_SERVICE_URL") or env.get("PRESSROOM_API_URL", defaults.api_url),
             tracking_url=env.get("TRACKING_URL", defaults.tracking_url),
+            ops_email=env.get("OPS_EMAIL", defaults.ops_email),
+            monitor_every_s=float(env.get("MONITOR_EVERY_S", defaults.monitor_every_s)),
+            monitor_error_window_s=float(env.get("MONITOR_ERROR_WINDOW_S", defaults.monitor_error_window_s)),
         )

@@ -369,7 +369,7 @@ def review_queue(bind: Bind, *, since: datetime, limit: int = REVIEW_QUEUE_LIMIT
     (review_reason → count) and decided (items an inspector decided since `since`).
     """
     i, o = t.inspections, t.orders
-    waiting = i.c.status == InspectionStatus.NEEDS_REVIEW
+    waiting = and_(i.c.status == InspectionStatus.NEEDS_REVIEW, i.c.pending_verdict.is_(None))
     with _connected(bind) as conn:
         items = [dict(row._mapping) for row in conn.execute(
             select(i.c.id, o.c.number.label("order_number"), i.c.review_reason, i.c.reasons, i.c.created_at)
@@ -378,8 +378,21 @@ def review_queue(bind: Bind, *, since: datetime, limit: int = REVIEW_QUEUE_LIMIT
             select(i.c.review_reason, func.count()).where(waiting).group_by(i.c.review_reason)
             .order_by(i.c.review_reason))}
         decided = conn.scalar(select(func.count()).select_from(i).where(
-            i.c.decided_by.is_not(None), i.c.status_changed_at >= since))
+            i.c.decided_by.is_not(None), i.c.decided_at >= since))
     return {"items": items, "waiting": sum(by_reason.values()), "by_reason": by_reason, "decided": int(decided)}
+
+
+def undoable_verdicts(bind: Bind, *, user: str, since: datetime) -> list[dict[str, Any]]:
+    """`user`'s verdicts given since `since` that have not taken effect yet, newest first (the undo list)."""
+    i, o = t.inspections, t.orders
+    with _connected(bind) as conn:
+        return [dict(row._mapping) for row in conn.execute(
+            select(i.c.id, o.c.number.label("order_number"), i.c.pending_verdict, i.c.pending_reason,
+                   i.c.decided_at)
+            .join(o, o.c.id == i.c.order_id)
+            .where(i.c.status == InspectionStatus.NEEDS_REVIEW, i.c.pending_verdict.is_not(None),
+                   i.c.decided_by == user, i.c.decided_at >= since)
+            .order_by(i.c.decided_at.desc()))]
 
 
 def inspection_detail(bind: Bind, inspection_id: str) -> dict[str, Any] | None:

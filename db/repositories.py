@@ -12,7 +12,7 @@ from core.catalogue import ArtworkInfo, TemplateSpec, Variant
 from core.events import DomainEvent
 from core.model import Batch, Customer, Inspection, Order, PrintJob, Shipment
 from core.production import PartnerView
-from core.states import BatchStatus, JobStatus, OrderStatus, ShippingSpeed
+from core.states import BatchStatus, InspectionStatus, JobStatus, OrderStatus, ShippingSpeed
 from db import tables as t
 from db.types import keyring
 
@@ -250,6 +250,25 @@ class StockRepository:
                                                                            quantity=quantity))
         return True
 
+    def release(self, *, order_id: str, at: datetime) -> int:
+        """Give a cancelled order's held blanks back to their partners; returns the units released.
+
+        Each reservation is flipped from held to released before its units are returned, so running this
+        twice (or concurrently) returns every unit once.
+        """
+        s, r = t.partner_stock, t.stock_reservations
+        held = self.session.execute(select(r.c.id, r.c.partner_id, r.c.sku, r.c.quantity)
+                                    .where(r.c.order_id == order_id, r.c.state == "held")).all()
+        units = 0
+        for row in held:
+            if self.session.execute(update(r).where(r.c.id == row.id, r.c.state == "held")
+                                    .values(state="released")).rowcount != 1:
+                continue
+            self.session.execute(update(s).where(s.c.partner_id == row.partner_id, s.c.sku == row.sku)
+                                 .values(reserved=s.c.reserved - row.quantity))
+            units += row.quantity
+        return units
+
 
 class IdempotencyRepository:
     def __init__(self, session: Session) -> None:
@@ -324,6 +343,32 @@ class InboxRepository:
     def mark(self, inbox_id: int, *, status: str, at: datetime, error: str | None = None) -> None:
         self.session.execute(update(t.webhook_inbox).where(t.webhook_inbox.c.id == inbox_id)
                              .values(status=status, processed_at=at, error=error))
+
+    def failed(self, *, kinds: tuple[str, ...], statuses: tuple[str, ...], received_before: datetime,
+               limit: int) -> list[dict[str, Any]]:
+        """Deliveries from the given source kinds whose applying failed (`statuses`), or still `received`
+        since before `received_before` (never applied): the replay console's list, without their bodies."""
+        w = t.webhook_inbox
+        columns = (w.c.id, w.c.source, w.c.event_id, w.c.topic, w.c.status, w.c.error, w.c.received_at,
+                   w.c.processed_at, w.c.redriven_at)
+        query = (select(*columns)
+                 .where(or_(*(w.c.source.like(f"{kind}:%") for kind in kinds)),
+                        or_(w.c.status.in_(statuses), and_(w.c.status == "received", w.c.received_at < received_before)))
+                 .order_by(w.c.id).limit(limit))
+        return [dict(row._mapping) for row in self.session.execute(query)]
+
+    def reopen(self, inbox_id: int, *, at: datetime) -> None:
+        """Make a failed delivery applicable again (status `received`, error cleared, re-driven `at`)."""
+        self.session.execute(update(t.webhook_inbox).where(t.webhook_inbox.c.id == inbox_id)
+                             .values(status="received", error=None, processed_at=None, redriven_at=at))
+
+    def sources(self, inbox_ids: Iterable[int]) -> dict[int, str]:
+        """Each stored delivery's source ("partner:acme"), by inbox id."""
+        ids = sorted(set(inbox_ids))
+        if not ids:
+            return {}
+        w = t.webhook_inbox
+        return {row.id: row.source for row in self.session.execute(select(w.c.id, w.c.source).where(w.c.id.in_(ids)))}
 
 
 class QueueSampleRepository:
@@ -559,6 +604,13 @@ class InspectionRepository:
 
     def for_job(self, job_id: str) -> Inspection | None:
         return self.session.scalars(select(Inspection).where(t.inspections.c.job_id == job_id)).first()
+
+    def verdicts_due(self, *, before: datetime) -> list[str]:
+        """Inspections whose inspector's verdict was given before `before` and has not taken effect yet."""
+        i = t.inspections
+        return list(self.session.scalars(select(i.c.id).where(
+            i.c.status == InspectionStatus.NEEDS_REVIEW, i.c.pending_verdict.is_not(None),
+            i.c.decided_at <= before).order_by(i.c.decided_at)))
 
     def history(self, *, partner_id: str | None, line_id: str, recent: int = 200) -> dict[str, float]:
         """What spot checks weigh: prints of this template version and at this partner so far, and the

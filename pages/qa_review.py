@@ -9,13 +9,19 @@ from core.states import DefectReason
 PAGE = "qa_review"
 SELECTED = f"{PAGE}.selected"
 
-auth.require(PAGE)
+user = auth.require(PAGE)
 st.title("QA review")
 st.caption("Prints the automatic inspection could not settle, oldest first. Compare the print file with the "
            "partner's photo (aligned onto it), then approve, or reject with a reason code to order a reprint.")
 
 queue = queries.review_queue()
 ui.review_counts(queue)
+for index, given in enumerate(queries.undoable_verdicts(user.username)):
+    note, undo = st.columns([4, 1], vertical_alignment="center")
+    note.info(ui.verdict_line(given), icon=":material/schedule:")
+    undo.button("Undo", key=f"{PAGE}.undo.{given['id']}", icon=":material/undo:", on_click=actions.undo_verdict,
+                args=(given["id"],), shortcut="u" if index == 0 else None,
+                help="Take this verdict back while its undo window is open (shortcut U for the latest)")
 items = {item["id"]: item for item in queue["items"]}
 if not items:
     st.success("Nothing is waiting for review.", icon=":material/task_alt:")

@@ -17,6 +17,7 @@ from adapters.partners import PartnerClient, PartnerEndpoint
 from core.ports import ObjectStore
 from core.services.batches import defaults_from, load_production_rules
 from core.services.production import ProductionRules, batch_ready_jobs
+from core.services.qa import QaRules
 from core.settings import Settings
 from core.signing import signed_asset_path
 
@@ -63,6 +64,10 @@ class Container:
     def production_rules(self) -> ProductionRules:
         """The weights and batch policy ops managers tune in the batch builder (settings' defaults until then)."""
         return load_production_rules(self.uow(), defaults=defaults_from(self.settings))
+
+    def qa_rules(self) -> QaRules:
+        """Spot checks, attempts and the inspectors' undo window."""
+        return QaRules(undo_window_s=self.settings.qa_undo_window_s)
 
     def print_file_url(self, asset_id: str) -> str:
         """A week-long signed link a partner downloads the print file from."""

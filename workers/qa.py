@@ -5,7 +5,7 @@ from __future__ import annotations
 import dramatiq
 
 from core.commands import InspectJob, actor_name
-from core.services.qa import QaRules, inspect_job
+from core.services.qa import inspect_job
 from workers.bootstrap import container
 
 
@@ -13,6 +13,7 @@ from workers.bootstrap import container
                 time_limit=5 * 60_000)
 def inspect(job_id: str) -> None:
     c = container()
+    rules = load_qa_rules(c.uow())  # read per job: a manager's change applies from the next print
     inspect_job(job_id, uow=c.uow(), store=c.store,
                 fetch_photo=lambda partner_id, url: c.partners.photo(c.partner_endpoint(partner_id), url),
-                new_id=c.ids.new, now=c.now, rules=QaRules())
+                new_id=c.ids.new, now=c.now, rules=c.qa_rules())

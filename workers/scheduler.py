@@ -10,6 +10,7 @@ from datetime import timedelta
 from adapters.broker import queue_stats
 from adapters.partners import PartnerRefused, PartnerUnavailable
 from core.services.notify import surface_stale_notifications
+from core.services.qa import apply_due_verdicts
 from core.services.reconcile import reconcile
 from core.services.shipping import find_silent_parcels
 from workers.bootstrap import Container, container
@@ -50,7 +51,8 @@ def tick(c: Container, beat: int = 0) -> None:
     jobs = [lambda: reconcile(c.uow(), now=c.now(), deadlines_s=c.settings.stage_deadlines_s),
             lambda: sample_queues(c), c.run_batcher,
             lambda: find_silent_parcels(c.uow(), now=c.now(), days=c.settings.no_scan_days),
-            lambda: surface_stale_notifications(uow=c.uow(), now=c.now())]
+            lambda: surface_stale_notifications(uow=c.uow(), now=c.now()),
+            lambda: apply_due_verdicts(uow=c.uow(), now=c.now(), new_id=c.ids.new, rules=c.qa_rules())]
     if beat % every == 0:
         jobs.append(lambda: sync_inventory(c))
     for job in jobs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable
 
 import numpy as np
@@ -17,7 +17,9 @@ from core.events import Noted
 from core.model import Inspection, PrintJob
 from core.notifications import Milestone
 from core.ports import ObjectStore
-from core.qa import inspect
+from core.flags import FeatureFlag, is_enabled
+from core.qa import DEFAULT as DEFAULT_TOLERANCES
+from core.qa import Tolerances, inspect
 from core.render import product_colour
 from core.sampling import SpotCheckPolicy, double_assigned, spot_check_reason
 from core.services.notify import notify_milestone
@@ -25,12 +27,19 @@ from core.states import DefectReason, HoldReason, InspectionStatus, JobStatus, O
 
 log = logging.getLogger(__name__)
 SOURCE = "worker:qa"
+HUMAN_REVIEW_FLAG = "qa.human_review"
+"""Feature flag: an automatically passed print also goes to an inspector (per partner or template, by job)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QaRules:
+    """What the QA stage decides with; stored by managers (core.services.admin.load_qa_rules reads them)."""
+
     spot_checks: SpotCheckPolicy = SpotCheckPolicy()
     max_attempts: int = 3
+    tolerances: Tolerances = DEFAULT_TOLERANCES
+    flags: tuple[FeatureFlag, ...] = ()
+    undo_window_s: float = 15.0  # an inspector's verdict takes effect only after this, so a slip can be undone
 
 
 def inspect_job(job_id: str, *, uow, store: ObjectStore, fetch_photo: Callable[[str, str], bytes],
@@ -56,7 +65,8 @@ def inspect_job(job_id: str, *, uow, store: ObjectStore, fetch_photo: Callable[[
         return _ask_a_human(job_id, uow=uow, now=now, new_id=new_id, note="no photo or print file to compare")
     photo = _decode(fetch_photo(partner_id, photo_url))
     reference = _decode(store.get(asset["print_file_key"]), keep_alpha=True)
-    result = inspect(reference, photo, dpi=float(asset["dpi"]), substrate=product_colour(colour))
+    result = inspect(reference, photo, dpi=float(asset["dpi"]), substrate=product_colour(colour),
+                     tolerances=rules.tolerances)
     inspection_id = new_id("ins")
     keys = {"photo_key": f"qa/{inspection_id}/photo.jpg", "heatmap_key": f"qa/{inspection_id}/heatmap.jpg",
             "aligned_key": f"qa/{inspection_id}/aligned.jpg"}
@@ -67,6 +77,10 @@ def inspect_job(job_id: str, *, uow, store: ObjectStore, fetch_photo: Callable[[
                                prints_of_template_version=stats["template_version_prints"],
                                prints_at_partner=stats["partner_prints"],
                                partner_failure_rate=stats["partner_failure_rate"])
+    if review is None and result.verdict == "pass" and is_enabled(
+            HUMAN_REVIEW_FLAG, partner_id=partner_id, template_key=asset["template_key"], subject_id=job_id,
+            flags=rules.flags):
+        review = "flagged"
     with uow:
         job = uow.jobs.get(job_id, lock=True)
         if job is None or job.status != JobStatus.PRINTED or uow.inspections.for_job(job_id) is not None:
@@ -100,9 +114,11 @@ def inspect_job(job_id: str, *, uow, store: ObjectStore, fetch_photo: Callable[[
     return outcome
 
 
-def decide(inspection_id: str, *, approve: bool, reason: str | None, user: str, uow, now: datetime,
-           new_id: Callable[[str], str], rules: QaRules) -> str:
+def decide(inspection_id: str, *, approve: bool, reason: str | None, user: str, uow, now: datetime) -> str:
     """A QA inspector's verdict on a needs-review item: approve, or reject with a reason code (a reprint).
+
+    The verdict is recorded (audited, on the timeline) but takes effect only once the undo window has passed
+    (`apply_due_verdicts`), so the inspector can take back a slip of the finger with `undo_verdict`.
 
     Raises:
         NotFound: no such inspection.
@@ -110,27 +126,91 @@ def decide(inspection_id: str, *, approve: bool, reason: str | None, user: str, 
     """
     if not approve and reason not in set(DefectReason):
         raise NotAllowed("Choose a reason code for the rejection (it goes on the reprint).")
+    verdict = "approve" if approve else "reject"
     with uow:
-        inspection = uow.inspections.get(inspection_id, lock=True)
-        if inspection is None:
-            raise NotFound("That inspection does not exist.")
-        if inspection.status != InspectionStatus.NEEDS_REVIEW:
-            raise NotAllowed(f"This item was already decided ({inspection.status}); refresh the queue.")
-        job = uow.jobs.get(inspection.job_id, lock=True)
-        source = f"user:{user}"
-        inspection.decided_by = user
-        if approve:
-            inspection.advance(InspectionStatus.PASSED, at=now, source=source, reason="approved by inspector")
-            pass_job(job, uow=uow, at=now, source=source)
-        else:
-            inspection.advance(InspectionStatus.FAILED, at=now, source=source, reason=reason)
-            fail_job(job, reason=reason, uow=uow, at=now, source=source, new_id=new_id, rules=rules)
-        uow.audit.record(actor=user, action="qa.approve" if approve else "qa.reject", target_type="inspection",
-                         target_id=inspection_id, order_id=inspection.order_id,
-                         before={"status": "needs_review"}, after={"status": str(inspection.status),
-                                                                   "reason": reason}, at=now)
+        inspection = _reviewable(uow, inspection_id)
+        if inspection.pending_verdict is not None:
+            raise NotAllowed(f"{inspection.decided_by} already gave a verdict on this item; refresh the queue.")
+        inspection.pending_verdict, inspection.pending_reason = verdict, None if approve else reason
+        inspection.decided_by, inspection.decided_at = user, now
+        uow.timeline.add(Noted(order_id=inspection.order_id, at=now, source=f"user:{user}", kind="qa.verdict_given",
+                               key=f"verdict:{inspection_id}:{now.isoformat()}",
+                               details={"inspection": inspection_id, "verdict": verdict, "reason": reason}))
+        uow.audit.record(actor=user, action=f"qa.{verdict}", target_type="inspection", target_id=inspection_id,
+                         order_id=inspection.order_id, before={"status": "needs_review"},
+                         after={"verdict": verdict, "reason": reason}, at=now)
         uow.commit()
-    return "passed" if approve else "failed"
+    return "approved" if approve else "rejected"
+
+
+def undo_verdict(inspection_id: str, *, user: str, uow, now: datetime, rules: QaRules) -> str:
+    """Take back one's own verdict while its undo window is open: the item goes back to the queue.
+
+    Raises:
+        NotFound: no such inspection.
+        NotAllowed: no verdict waits, it is someone else's, or the window has passed (it has taken effect).
+    """
+    with uow:
+        inspection = _reviewable(uow, inspection_id, gone="The verdict has already taken effect; it can't be undone.")
+        if inspection.pending_verdict is None:
+            raise NotAllowed("There is no verdict on this item to undo.")
+        if inspection.decided_by != user:
+            raise NotAllowed(f"Only {inspection.decided_by}, who gave the verdict, can undo it.")
+        if (now - inspection.decided_at).total_seconds() > rules.undo_window_s:
+            raise NotAllowed(f"The {rules.undo_window_s:.0f} s undo window has passed; the verdict has taken effect.")
+        verdict, reason = inspection.pending_verdict, inspection.pending_reason
+        inspection.pending_verdict = inspection.pending_reason = None
+        inspection.decided_by = inspection.decided_at = None
+        uow.timeline.add(Noted(order_id=inspection.order_id, at=now, source=f"user:{user}", kind="qa.verdict_undone",
+                               key=f"undo:{inspection_id}:{now.isoformat()}",
+                               details={"inspection": inspection_id, "verdict": verdict, "reason": reason}))
+        uow.audit.record(actor=user, action="qa.undo", target_type="inspection", target_id=inspection_id,
+                         order_id=inspection.order_id, before={"verdict": verdict, "reason": reason},
+                         after={"status": "needs_review"}, at=now)
+        uow.commit()
+    return "undone"
+
+
+def apply_due_verdicts(*, uow, now: datetime, new_id: Callable[[str], str], rules: QaRules) -> int:
+    """Make inspectors' verdicts whose undo window has passed take effect: pass the job, or reprint it.
+
+    Run on the scheduler's beat; safe to run twice or concurrently (each item is locked and re-checked).
+
+    Returns:
+        How many verdicts took effect.
+    """
+    cutoff = now - timedelta(seconds=rules.undo_window_s)
+    with uow:
+        due = uow.inspections.verdicts_due(before=cutoff)
+    applied = 0
+    for inspection_id in due:
+        with uow:
+            inspection = uow.inspections.get(inspection_id, lock=True)
+            if (inspection is None or inspection.status != InspectionStatus.NEEDS_REVIEW
+                    or inspection.pending_verdict is None or inspection.decided_at > cutoff):
+                continue
+            job = uow.jobs.get(inspection.job_id, lock=True)
+            source = f"user:{inspection.decided_by}"
+            if inspection.pending_verdict == "approve":
+                inspection.advance(InspectionStatus.PASSED, at=now, source=source, reason="approved by inspector")
+                pass_job(job, uow=uow, at=now, source=source)
+            else:
+                reason = inspection.pending_reason or str(DefectReason.WRONG_DESIGN)
+                inspection.advance(InspectionStatus.FAILED, at=now, source=source, reason=reason)
+                fail_job(job, reason=reason, uow=uow, at=now, source=source, new_id=new_id, rules=rules)
+            inspection.pending_verdict = inspection.pending_reason = None
+            uow.commit()
+            applied += 1
+    return applied
+
+
+def _reviewable(uow, inspection_id: str, *, gone: str | None = None) -> Inspection:
+    inspection = uow.inspections.get(inspection_id, lock=True)
+    if inspection is None:
+        raise NotFound("That inspection does not exist.")
+    if inspection.status != InspectionStatus.NEEDS_REVIEW:
+        raise NotAllowed(gone or f"This item was already decided ({inspection.status}); refresh the queue.")
+    return inspection
 
 
 def pass_job(job: PrintJob, *, uow, at: datetime, source: str) -> None:

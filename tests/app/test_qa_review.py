@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,10 @@ from streamlit.testing.v1 import AppTest
 
 import db
 from adapters.broker import DramatiqBus
+from adapters.ids import TimeOrderedIds
 from app import actions
 from core.commands import QUEUES
-from core.services.qa import QaRules, inspect_job
+from core.services.qa import QaRules, apply_due_verdicts, inspect_job
 from core.states import DefectReason, InspectionStatus, JobStatus, OrderStatus, Role
 from db import tables as t
 from tests.app.conftest import ENTRYPOINT, KEYS, ROOT, STAFF
@@ -48,6 +50,17 @@ class Reviews:
 
     def inspection_status(self, inspection_id: str) -> str:
         return self.rows(select(t.inspections.c.status).where(t.inspections.c.id == inspection_id))[0][0]
+
+    def after_the_undo_window(self) -> int:
+        """The scheduler's beat once the inspectors' undo window has passed: their verdicts take effect."""
+        engine = db.make_engine(self.url)
+        try:
+            rules = QaRules()
+            later = datetime.now(UTC) + timedelta(seconds=rules.undo_window_s + 1)
+            return apply_due_verdicts(uow=db.SqlUnitOfWork(db.make_session_factory(engine), None), now=later,
+                                      new_id=TimeOrderedIds().new, rules=rules)
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +126,13 @@ def test_approving_passes_the_item_readies_the_order_and_selects_the_next(quinn,
     quinn.button(key=f"{PAGE}.approve").click().run()
 
     assert not quinn.exception and not quinn.error
-    assert reviews.inspection_status(reviews.inspections[0]) == InspectionStatus.PASSED
-    assert reviews.order_status(reviews.orders[0]) == OrderStatus.READY_TO_SHIP
     assert "Approved" in quinn.toast[0].value
     assert metrics(quinn) == {"Waiting for review": "1", "Decided today": "1"}
     assert quinn.selectbox(key=f"{PAGE}.selected").value == reviews.inspections[1]
+    assert quinn.button(key=f"{PAGE}.undo.{reviews.inspections[0]}"), "the verdict can be undone for a while"
+    assert reviews.after_the_undo_window() == 1
+    assert reviews.inspection_status(reviews.inspections[0]) == InspectionStatus.PASSED
+    assert reviews.order_status(reviews.orders[0]) == OrderStatus.READY_TO_SHIP
     audit = reviews.rows(select(t.audit_log.c.actor, t.audit_log.c.target_id)
                          .where(t.audit_log.c.action == "qa.approve"))
     assert [tuple(row) for row in audit] == [("quinn", reviews.inspections[0])]
@@ -129,11 +144,29 @@ def test_rejecting_with_a_reason_orders_a_reprint_with_that_reason(quinn, review
     quinn.button(key=f"{PAGE}.reject").click().run()
 
     assert not quinn.exception and not quinn.error
+    reviews.after_the_undo_window()
     assert reviews.inspection_status(first) == InspectionStatus.FAILED
     jobs = reviews.rows(select(t.print_jobs.c.status, t.print_jobs.c.attempt, t.print_jobs.c.reason_code)
                         .where(t.print_jobs.c.order_id == reviews.orders[0]).order_by(t.print_jobs.c.attempt))
     assert [tuple(job) for job in jobs] == [(JobStatus.QA_FAILED, 1, None), (JobStatus.PENDING, 2, "ink_blot")]
     assert reviews.order_status(reviews.orders[0]) == OrderStatus.IN_PRODUCTION
+
+
+def test_an_inspector_undoes_a_verdict_and_the_item_returns_to_the_queue_unchanged(quinn, reviews):
+    first = reviews.inspections[0]
+    quinn.button(key=f"{PAGE}.approve").click().run()
+    quinn.button(key=f"{PAGE}.undo.{first}").click().run()
+
+    assert not quinn.exception and not quinn.error
+    assert "back in the queue" in quinn.toast[0].value
+    assert metrics(quinn) == {"Waiting for review": "2", "Decided today": "0"}
+    assert f"{PAGE}.undo.{first}" not in [button.key for button in quinn.button]
+    assert reviews.after_the_undo_window() == 0
+    assert reviews.inspection_status(first) == InspectionStatus.NEEDS_REVIEW
+    assert reviews.order_status(reviews.orders[0]) == OrderStatus.QA
+    audit = reviews.rows(select(t.audit_log.c.action).where(t.audit_log.c.target_id == first)
+                         .order_by(t.audit_log.c.id))
+    assert [action for (action,) in audit] == ["qa.approve", "qa.undo"]
 
 
 def test_a_rejection_without_a_reason_code_says_what_to_do_and_changes_nothing(quinn, reviews):

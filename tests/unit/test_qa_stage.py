@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import time
 from dataclasses import replace
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from sqlalchemy import select
 
 from core.errors import NotAllowed
 from core.sampling import SpotCheckPolicy, sample_for_review, spot_check_reason
-from core.services.qa import QaRules, decide, inspect_job
+from core.services.qa import QaRules, apply_due_verdicts, decide, inspect_job, undo_verdict
 from core.services.render import render_order
 from core.states import InspectionStatus, JobStatus, OrderStatus
 from db import tables as t
@@ -118,30 +119,96 @@ def awaiting_review(api) -> tuple[str, str]:
         return order_id, conn.scalar(select(t.inspections.c.id))
 
 
+WINDOW = QaRules().undo_window_s
+
+
+def verdicts_take_effect(api, *, after_s: float = WINDOW + 1) -> int:
+    """The scheduler's beat, `after_s` seconds from now."""
+    svc = api.services
+    return apply_due_verdicts(uow=svc.uow(), now=svc.now() + timedelta(seconds=after_s), new_id=svc.ids.new,
+                              rules=QaRules())
+
+
+def give(api, inspection_id: str, *, approve: bool, reason: str | None = None, user: str = "quinn") -> str:
+    svc = api.services
+    return decide(inspection_id, approve=approve, reason=reason, user=user, uow=svc.uow(), now=svc.now())
+
+
+def undo(api, inspection_id: str, *, after_s: float = 1.0, user: str = "quinn") -> str:
+    svc = api.services
+    return undo_verdict(inspection_id, user=user, uow=svc.uow(), now=svc.now() + timedelta(seconds=after_s),
+                        rules=QaRules())
+
+
+def inspection_row(api, inspection_id: str):
+    with api.services.engine.connect() as conn:
+        i = t.inspections
+        return conn.execute(select(i.c.status, i.c.pending_verdict, i.c.decided_by)
+                            .where(i.c.id == inspection_id)).one()
+
+
 def test_an_inspector_approves_an_item_and_the_order_is_ready_to_ship_with_the_verdict_audited(api):
     order_id, inspection_id = awaiting_review(api)
-    svc = api.services
-    decide(inspection_id, approve=True, reason=None, user="quinn", uow=svc.uow(), now=svc.now(), new_id=svc.ids.new,
-           rules=QaRules())
+    give(api, inspection_id, approve=True)
+    order, _ = statuses(api, order_id)
+    assert order.status == OrderStatus.QA, "the verdict waits out its undo window"
+    assert verdicts_take_effect(api, after_s=WINDOW - 1) == 0
+
+    assert verdicts_take_effect(api) == 1
     order, _ = statuses(api, order_id)
     assert order.status == OrderStatus.READY_TO_SHIP
-    with svc.engine.connect() as conn:
+    with api.services.engine.connect() as conn:
         assert conn.execute(select(t.audit_log.c.actor, t.audit_log.c.action)).all() == [("quinn", "qa.approve")]
     with pytest.raises(NotAllowed):
-        decide(inspection_id, approve=False, reason="ink_blot", user="quinn", uow=svc.uow(), now=svc.now(),
-               new_id=svc.ids.new, rules=QaRules())
+        give(api, inspection_id, approve=False, reason="ink_blot")
+    assert verdicts_take_effect(api) == 0, "applying twice changes nothing"
 
 
 def test_an_inspector_rejection_needs_a_reason_code_and_orders_a_reprint(api):
     order_id, inspection_id = awaiting_review(api)
-    svc = api.services
     with pytest.raises(NotAllowed):
-        decide(inspection_id, approve=False, reason="ugly", user="quinn", uow=svc.uow(), now=svc.now(),
-               new_id=svc.ids.new, rules=QaRules())
-    decide(inspection_id, approve=False, reason="colour_shift", user="quinn", uow=svc.uow(), now=svc.now(),
-           new_id=svc.ids.new, rules=QaRules())
+        give(api, inspection_id, approve=False, reason="ugly")
+    give(api, inspection_id, approve=False, reason="colour_shift")
+    verdicts_take_effect(api)
     _, jobs = statuses(api, order_id)
     assert jobs == [(JobStatus.QA_FAILED, 1, None), (JobStatus.PENDING, 2, "colour_shift")]
+
+
+def test_an_inspector_undoes_a_slip_inside_the_window_and_the_item_is_back_in_the_queue(api):
+    order_id, inspection_id = awaiting_review(api)
+    give(api, inspection_id, approve=False, reason="ink_blot")
+
+    assert undo(api, inspection_id) == "undone"
+
+    assert tuple(inspection_row(api, inspection_id)) == (InspectionStatus.NEEDS_REVIEW, None, None)
+    assert verdicts_take_effect(api) == 0
+    _, jobs = statuses(api, order_id)
+    assert jobs == [(JobStatus.PRINTED, 1, None)], "no reprint was ordered"
+    with api.services.engine.connect() as conn:
+        assert [a for (a,) in conn.execute(select(t.audit_log.c.action).order_by(t.audit_log.c.id))] == [
+            "qa.reject", "qa.undo"]
+        kinds = [k for (k,) in conn.execute(select(t.order_events.c.type).where(
+            t.order_events.c.type.like("qa.verdict%")).order_by(t.order_events.c.id))]
+    assert kinds == ["qa.verdict_given", "qa.verdict_undone"]
+    give(api, inspection_id, approve=True)
+    verdicts_take_effect(api)
+    order, _ = statuses(api, order_id)
+    assert order.status == OrderStatus.READY_TO_SHIP, "the item can be decided again after an undo"
+
+
+def test_undo_is_refused_after_the_window_by_someone_else_or_with_nothing_to_undo(api):
+    _, inspection_id = awaiting_review(api)
+    with pytest.raises(NotAllowed, match="no verdict"):
+        undo(api, inspection_id)
+    give(api, inspection_id, approve=True)
+    with pytest.raises(NotAllowed, match="Only quinn"):
+        undo(api, inspection_id, user="maya")
+    with pytest.raises(NotAllowed, match="window has passed"):
+        undo(api, inspection_id, after_s=WINDOW + 1)
+    verdicts_take_effect(api)
+    with pytest.raises(NotAllowed, match="already taken effect"):
+        undo(api, inspection_id)
+    assert inspection_row(api, inspection_id).status == InspectionStatus.PASSED
 
 
 def test_the_first_prints_of_a_new_template_version_or_partner_go_to_an_inspector():
