@@ -48,6 +48,22 @@ DEFAULT_QUEUE_THRESHOLDS: Mapping[str, Mapping[str, tuple[float, float]]] = Mapp
 the oldest waiting one, and messages dead-lettered within the error window. Staff override them (settings row
 `monitor_thresholds`)."""
 
+DEFAULT_METRIC_TARGETS: Mapping[str, Mapping[str, str | float]] = MappingProxyType({
+    # compare: below (value < goal), at_most (≤) or at_least (≥); past `warn` but within the goal is "at risk".
+    "validation_errors": {"compare": "below", "goal": 0.01, "warn": 0.008},  # share of checkouts refused
+    "asset_generation": {"compare": "at_least", "goal": 1.0, "warn": 1.0},  # share of renders that succeeded
+    "retrieval_latency_p95": {"compare": "below", "goal": 200.0, "warn": 150.0},  # ms
+    "queue_lag_p95": {"compare": "below", "goal": 300.0, "warn": 240.0},  # seconds, worst stage queue
+    "queue_lag_p99": {"compare": "below", "goal": 300.0, "warn": 240.0},
+    "on_time_start": {"compare": "at_least", "goal": 0.95, "warn": 0.97},  # share of jobs submitted in time
+    "defect_rate": {"compare": "below", "goal": 0.005, "warn": 0.004},  # share of inspected items failed
+    "label_success": {"compare": "at_least", "goal": 0.99, "warn": 0.995},  # share of label attempts bought
+    "notification_delivery": {"compare": "at_least", "goal": 0.99, "warn": 0.995},  # share handed over
+})
+"""The source guide's success metrics: the line each must stay on, and where it turns "at risk". Staff
+override them (settings row `metric_targets`, same shape). The guide's notification metric is an open rate,
+which needs the provider's open tracking; delivery is what Pressroom itself can vouch for."""
+
 
 def _dev_key(label: str) -> str:
     # Deterministic, public, for the embedded demo only: production refuses to start without real keys.
