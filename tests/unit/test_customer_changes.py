@@ -1,0 +1,226 @@
+"""Customer changes on SQLite through the real unit of work: cancel (jobs, stock, payment), and its refusals."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from core.errors import NotAllowed, NotFound
+from core.services.customer_changes import cancel_order
+from core.services.production import ProductionRules, batch_ready_jobs, route_order
+from core.states import HoldReason, OrderStatus
+from db import tables as t
+from tests.unit.test_render_stage import order_row, place, render
+
+
+def cancel(api, order_id: str, *, by: str = "customer", payments=None) -> str:
+    svc = api.services
+    return cancel_order(order_id, by=by, reason="changed my mind", uow=svc.uow(), payments=payments or api.payments,
+                        now=svc.now())
+
+
+def advance(api, order_id: str, *statuses: OrderStatus) -> None:
+    """Walk an order along its transition table, as the stages would."""
+    with api.services.uow() as uow:
+        order = uow.orders.get(order_id)
+        for status in statuses:
+            order.advance(status, at=api.services.now(), source="worker:test")
+        uow.commit()
+
+
+def hold(api, order_id: str) -> None:
+    with api.services.uow() as uow:
+        uow.orders.get(order_id).hold(HoldReason.STAFF, at=api.services.now(), source="user:alice")
+        uow.commit()
+
+
+def stock(api) -> dict[tuple[str, str], int]:
+    with api.services.engine.connect() as conn:
+        return {(r.partner_id, r.sku): r.reserved for r in conn.execute(select(t.partner_stock))}
+
+
+def reservations(api, order_id: str) -> list[str]:
+    r = t.stock_reservations
+    with api.services.engine.connect() as conn:
+        return list(conn.scalars(select(r.c.state).where(r.c.order_id == order_id)))
+
+
+def jobs(api, order_id: str) -> list:
+    j = t.print_jobs
+    with api.services.engine.connect() as conn:
+        return conn.execute(select(j.c.status, j.c.batch_id, j.c.partner_id).where(j.c.order_id == order_id)).all()
+
+
+def events(api, order_id: str) -> list[tuple[str, str, dict]]:
+    e = t.order_events
+    with api.services.engine.connect() as conn:
+        return [(r.type, r.source, r.payload) for r in conn.execute(
+            select(e.c.type, e.c.source, e.c.payload).where(e.c.order_id == order_id).order_by(e.c.id))]
+
+
+def authorization(api, order_id: str) -> str:
+    return order_row(api, order_id).payment_authorization
+
+
+def routed(api, order_id: str) -> None:
+    svc = api.services
+    assert render(api, order_id) == "rendered"
+    assert route_order(order_id, uow=svc.uow(), now=svc.now(), rules=ProductionRules()) == "routed"
+
+
+def batched(api, *, release: bool) -> list[str]:
+    svc, rules = api.services, ProductionRules()
+    at = svc.now() + (rules.batching.max_wait + timedelta(seconds=1) if release else timedelta(0))
+    batch_ready_jobs(svc.uow(), now=svc.now(), rules=rules, new_id=svc.ids.new)
+    return batch_ready_jobs(svc.uow(), now=at, rules=rules, new_id=svc.ids.new)
+
+
+class FlakyPayments:
+    """The payments port with a provider that fails the first `failures` voids."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.voided: list[str] = []
+
+    def authorize(self, *, amount_cents: int, currency: str, idempotency_key: str) -> str:
+        raise AssertionError("not used")
+
+    def void(self, authorization_id: str) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("payment provider unreachable")
+        self.voided.append(authorization_id)
+
+
+# ---- cancel ------------------------------------------------------------------------------------------------
+
+
+def test_cancelling_before_the_gate_cancels_the_jobs_releases_the_stock_and_voids_the_payment(api):
+    # given an accepted order holding one blank
+    before = stock(api)
+    order_id = place(api)
+    assert stock(api) != before
+
+    # when the customer cancels it
+    assert cancel(api, order_id) == "cancelled"
+
+    # then the order and its job are cancelled, the blank is free again and the payment voided
+    assert order_row(api, order_id).status == OrderStatus.CANCELLED
+    assert [j.status for j in jobs(api, order_id)] == ["cancelled"]
+    assert stock(api) == before and reservations(api, order_id) == ["released"]
+    assert api.payments.voided == {authorization(api, order_id)}
+    # and the timeline says so, from the customer
+    lines = {kind: (source, payload) for kind, source, payload in events(api, order_id)}
+    assert lines["order.cancelled"][0] == "customer" and lines["order.cancelled"][1]["reason"] == "changed my mind"
+    assert lines["stock.released"] == ("customer", {"units": 1})
+    assert lines["payment.voided"][0] == "customer"
+
+
+def test_a_second_cancel_says_already_cancelled_and_releases_nothing_twice(api):
+    # given a cancelled order
+    before = stock(api)
+    order_id = place(api)
+    assert cancel(api, order_id) == "cancelled"
+    lines = len(events(api, order_id))
+
+    # when it is cancelled again (a double click, a staff member after the customer)
+    assert cancel(api, order_id, by="user:alice") == "already_cancelled"
+
+    # then the stock is returned once, and the timeline does not grow
+    assert stock(api) == before
+    assert len(events(api, order_id)) == lines
+
+
+def test_cancelling_after_the_gate_is_refused_and_changes_nothing(api):
+    # given an order past the production gate
+    order_id = place(api)
+    advance(api, order_id, OrderStatus.RENDERING, OrderStatus.READY_FOR_PRODUCTION, OrderStatus.IN_PRODUCTION)
+    held = stock(api)
+
+    # when someone tries to cancel it, then it is refused with a sentence naming the order
+    with pytest.raises(NotAllowed, match="already in production and can no longer be cancelled"):
+        cancel(api, order_id)
+
+    # and nothing moved: status, stock, payment
+    assert order_row(api, order_id).status == OrderStatus.IN_PRODUCTION
+    assert stock(api) == held and reservations(api, order_id) == ["held"]
+    assert api.payments.voided == set()
+
+
+def test_an_order_on_hold_can_be_cancelled_only_if_it_was_held_before_the_gate(api):
+    # given one order held before the gate and one held after it
+    early, late = place(api), place(api)
+    hold(api, early)
+    advance(api, late, OrderStatus.RENDERING, OrderStatus.READY_FOR_PRODUCTION, OrderStatus.IN_PRODUCTION)
+    hold(api, late)
+
+    # then the early one cancels and the late one is refused
+    assert cancel(api, early) == "cancelled"
+    with pytest.raises(NotAllowed):
+        cancel(api, late)
+    assert order_row(api, late).status == OrderStatus.ON_HOLD
+
+
+def test_an_order_that_failed_cannot_be_cancelled(api):
+    order_id = place(api)
+    advance(api, order_id, OrderStatus.FAILED)
+    with pytest.raises(NotAllowed, match="has ended"):
+        cancel(api, order_id)
+
+
+def test_cancelling_an_unknown_order_is_not_found(api):
+    with pytest.raises(NotFound):
+        cancel(api, "ord_nope")
+
+
+def test_jobs_waiting_in_an_open_batch_are_taken_out_of_it(api):
+    # given a rendered, routed order whose job waits in an open batch
+    order_id = place(api)
+    routed(api, order_id)
+    assert batched(api, release=False) == []
+    [job] = jobs(api, order_id)
+    assert job.status == "batched" and job.batch_id
+
+    # when it is cancelled
+    assert cancel(api, order_id) == "cancelled"
+
+    # then the job left the batch, so the batch will not send it to the partner
+    [job] = jobs(api, order_id)
+    assert job.status == "cancelled" and job.batch_id is None
+
+
+def test_an_order_whose_batch_is_on_its_way_to_the_partner_cannot_be_cancelled(api):
+    # given an order whose job is in a released batch (the production gate is passing)
+    order_id = place(api)
+    routed(api, order_id)
+    assert len(batched(api, release=True)) == 1
+
+    # when the customer cancels, then it is refused and the order goes on
+    with pytest.raises(NotAllowed, match="being handed to the print partner"):
+        cancel(api, order_id)
+    assert order_row(api, order_id).status == OrderStatus.READY_FOR_PRODUCTION
+    assert [j.status for j in jobs(api, order_id)] == ["batched"]
+    assert api.payments.voided == set()
+
+
+def test_a_void_that_fails_is_put_in_front_of_support_and_retried_by_cancelling_again(api):
+    # given a payment provider that is down for the first void
+    order_id = place(api)
+    payments = FlakyPayments(failures=1)
+
+    # when the order is cancelled, then it is cancelled and support sees the void to do
+    assert cancel(api, order_id, payments=payments) == "cancelled"
+    assert order_row(api, order_id).status == OrderStatus.CANCELLED
+    with api.services.uow() as uow:
+        [alert] = uow.alerts.open(kinds=["payment"])
+    assert alert["order_id"] == order_id and authorization(api, order_id) in alert["message"]
+    assert "payment.voided" not in [kind for kind, _, _ in events(api, order_id)]
+
+    # when it is cancelled again, the void goes through and the alert clears
+    assert cancel(api, order_id, payments=payments) == "already_cancelled"
+    assert payments.voided == [authorization(api, order_id)]
+    assert "payment.voided" in [kind for kind, _, _ in events(api, order_id)]
+    with api.services.uow() as uow:
+        assert uow.alerts.open(kinds=["payment"]) == []
