@@ -15,6 +15,7 @@ from core.model import Aggregate
 from core.ports import MessageBus
 from db import repositories as r
 from db import tables as t
+from db.admin import FeatureFlagRepository, PartnerSettingsRepository, ProhibitedWordRepository, StaffRepository
 from db.audit import AuditRepository, SettingsRepository
 from db.notifications import NotificationRepository
 
@@ -64,6 +65,10 @@ class SqlUnitOfWork:
         self.settings_store = SettingsRepository(self.session)
         self.notifications = NotificationRepository(self.session)
         self.shipments = r.ShipmentRepository(self.session)
+        self.partner_settings = PartnerSettingsRepository(self.session)
+        self.prohibited_words = ProhibitedWordRepository(self.session)
+        self.flags = FeatureFlagRepository(self.session)
+        self.staff = StaffRepository(self.session)
         return self
 
     def __exit__(self, *exc_info) -> None:

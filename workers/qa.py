@@ -13,7 +13,6 @@ from workers.bootstrap import container
                 time_limit=5 * 60_000)
 def inspect(job_id: str) -> None:
     c = container()
-    rules = load_qa_rules(c.uow())  # read per job: a manager's change applies from the next print
     inspect_job(job_id, uow=c.uow(), store=c.store,
                 fetch_photo=lambda partner_id, url: c.partners.photo(c.partner_endpoint(partner_id), url),
                 new_id=c.ids.new, now=c.now, rules=c.qa_rules())
