@@ -79,3 +79,11 @@ def queue_stats(client: redis.Redis, queues: tuple[str, ...] = QUEUES) -> list[Q
         stats.append(QueueStats(queue=queue, depth=depth, in_flight=max(0, stored - depth), delayed=delayed,
                                 dead=dead, oldest_age_s=oldest))
     return stats
+
+
+def dead_lettered_since(client: redis.Redis, since_ms: float, queues: tuple[str, ...] = QUEUES) -> dict[str, int]:
+    """Per queue, how many messages were dead-lettered at or after `since_ms` (the XQ set is scored by when)."""
+    pipe = client.pipeline()
+    for queue in queues:
+        pipe.zcount(f"{NAMESPACE}:{queue}.XQ", since_ms, "+inf")
+    return dict(zip(queues, pipe.execute(), strict=True))

@@ -32,6 +32,8 @@ ACTIONS: Mapping[str, frozenset[Role]] = MappingProxyType({
     "qa.approve": frozenset({_R.QA_INSPECTOR}),
     "qa.reject": frozenset({_R.QA_INSPECTOR}),
     "qa.undo": frozenset({_R.QA_INSPECTOR}),
+    "alert.acknowledge": frozenset({_R.OPS_MANAGER, _R.MANAGER, _R.SUPPORT_AGENT}),
+    "monitor.edit_thresholds": frozenset({_R.OPS_MANAGER, _R.MANAGER}),
 })
 """Action id (`"<entity>.<verb>"`, also the audit log's action) → the roles that may do it."""
 

@@ -17,6 +17,7 @@ from db import repositories as r
 from db import tables as t
 from db.admin import FeatureFlagRepository, PartnerSettingsRepository, ProhibitedWordRepository, StaffRepository
 from db.audit import AuditRepository, SettingsRepository
+from db.monitoring import MonitorReader
 from db.notifications import NotificationRepository
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class SqlUnitOfWork:
         self.settings_store = SettingsRepository(self.session)
         self.notifications = NotificationRepository(self.session)
         self.shipments = r.ShipmentRepository(self.session)
+        self.monitoring = MonitorReader(self.session)
         self.partner_settings = PartnerSettingsRepository(self.session)
         self.prohibited_words = ProhibitedWordRepository(self.session)
         self.flags = FeatureFlagRepository(self.session)

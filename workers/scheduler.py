@@ -14,6 +14,7 @@ from core.services.qa import apply_due_verdicts
 from core.services.reconcile import reconcile
 from core.services.shipping import find_silent_parcels
 from workers.bootstrap import Container, container
+from workers.monitor import monitor
 
 log = logging.getLogger(__name__)
 SAMPLE_RETENTION = timedelta(days=2)
@@ -55,6 +56,8 @@ def tick(c: Container, beat: int = 0) -> None:
             lambda: apply_due_verdicts(uow=c.uow(), now=c.now(), new_id=c.ids.new, rules=c.qa_rules())]
     if beat % every == 0:
         jobs.append(lambda: sync_inventory(c))
+    if beat % max(1, round(c.settings.monitor_every_s / c.settings.reconcile_every_s)) == 0:
+        jobs.append(lambda: monitor(c))  # last: it sees this beat's re-drives and holds
     for job in jobs:
         try:
             job()
