@@ -353,7 +353,8 @@ class InboxRepository:
                    w.c.processed_at, w.c.redriven_at)
         query = (select(*columns)
                  .where(or_(*(w.c.source.like(f"{kind}:%") for kind in kinds)),
-                        or_(w.c.status.in_(statuses), and_(w.c.status == "received", w.c.received_at < received_before)))
+                        or_(w.c.status.in_(statuses),
+                            and_(w.c.status == "received", w.c.received_at < received_before)))
                  .order_by(w.c.id).limit(limit))
         return [dict(row._mapping) for row in self.session.execute(query)]
 
