@@ -14,7 +14,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from core.errors import PressroomError
 from core.settings import Settings
-from core.signing import signed_asset_path
+from core.signing import signed_asset_path, signed_customer_path
 
 
 class Milestone(StrEnum):
@@ -111,17 +111,24 @@ def notification_links(settings: Settings, *, now: datetime,
     """The links of the embedded default and production alike, from settings.
 
     Args:
-        status: the customer self-service link for an order (signed by the self-service pages); without it,
-            `{self_service_url}/orders/{order_id}`.
+        status: the customer self-service link for an order; without it, the order's page signed with
+            `customer_link_secret` and valid for `customer_link_days` (`customer_link`).
     """
     expires = int((now + PREVIEW_LINK_LIFETIME).timestamp())
-    base = settings.self_service_url.rstrip("/")
     return Links(
-        status=status or (lambda order_id: f"{base}/orders/{quote(order_id)}"),
+        status=status or (lambda order_id: customer_link(settings, order_id, now=now)),
         preview=lambda asset_id: settings.api_url.rstrip("/") + signed_asset_path(
             settings.asset_url_secret, asset_id, "preview", expires=expires),
         tracking=lambda code, carrier: settings.tracking_url.format(code=quote(code), carrier=quote(carrier or "")),
     )
+
+
+def customer_link(settings: Settings, order_id: str, *, now: datetime) -> str:
+    """The signed self-service link of an order, as every customer message carries it: the order's status
+    timeline, and its changes until the production gate (api/selfservice.py checks the signature)."""
+    expires = int((now + timedelta(days=settings.customer_link_days)).timestamp())
+    return settings.self_service_url.rstrip("/") + signed_customer_path(settings.customer_link_secret, order_id,
+                                                                         expires=expires)
 
 
 class Mailer(Protocol):

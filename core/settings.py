@@ -133,6 +133,8 @@ class Settings:
     sms_api_key: str = "sms_dev_key"
     self_service_url: str = "http://127.0.0.1:8000"  # where customers' status links point (default: api_url)
     tracking_url: str = "http://127.0.0.1:8200/track/{code}"  # a parcel's public page; {code} and {carrier}
+    customer_link_secret: str = ""  # signs customers' self-service links (core.signing)
+    customer_link_days: float = 90.0  # how long a link in an e-mail keeps working
     ops_email: str = "ops@pressroom.dev"  # where new monitor alerts are e-mailed
     monitor_every_s: float = 30.0
     monitor_error_window_s: float = 900.0  # dead-lettered messages counted over this window
@@ -161,7 +163,8 @@ class Settings:
         keys = tuple(k.strip() for k in env.get("PRESSROOM_PII_KEYS", "").split(",") if k.strip())
         blind = env.get("PRESSROOM_BLIND_INDEX_KEY", "")
         required = ("PRESSROOM_PII_KEYS", "PRESSROOM_BLIND_INDEX_KEY", "PRESSROOM_ASSET_URL_SECRET",
-                    "PARTNER_API_KEYS", "PARTNER_WEBHOOK_SECRETS")
+                    "PARTNER_API_KEYS", "PARTNER_WEBHOOK_SECRETS",
+                    "PRESSROOM_CUSTOMER_LINK_SECRET")
         missing = [name for name in required if not env.get(name)]
         if environment == "production" and missing:
             raise ValueError(f"{', '.join(missing)} must be set in production (the dev defaults are public)")
@@ -230,6 +233,8 @@ class Settings:
             sms_api_key=env.get("SMS_API_KEY", defaults.sms_api_key),
             self_service_url=env.get("PRESSROOM_SELF_SERVICE_URL") or env.get("PRESSROOM_API_URL", defaults.api_url),
             tracking_url=env.get("TRACKING_URL", defaults.tracking_url),
+            customer_link_secret=env.get("PRESSROOM_CUSTOMER_LINK_SECRET") or _dev_key("customer-links"),
+            customer_link_days=float(env.get("CUSTOMER_LINK_DAYS", defaults.customer_link_days)),
             ops_email=env.get("OPS_EMAIL", defaults.ops_email),
             monitor_every_s=float(env.get("MONITOR_EVERY_S", defaults.monitor_every_s)),
             monitor_error_window_s=float(env.get("MONITOR_ERROR_WINDOW_S", defaults.monitor_error_window_s)),
