@@ -315,7 +315,9 @@ notifications = Table(
     Column("error", Text, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("sent_at", UtcDateTime, nullable=True),
+    Column("redriven_at", UtcDateTime, nullable=True),  # when the reconciler last re-queued it (message lost)
     UniqueConstraint("order_id", "milestone", "channel"),
+    Index(None, "status", "created_at"),  # the reconciler's look for queued and failed rows
 )
 
 # ---- timeline, inbox, audit ------------------------------------------------------------------------
