@@ -1,0 +1,13 @@
+"""The battery's checks, in the order they run; `python -m battery NAME` runs one."""
+
+from __future__ import annotations
+
+from battery import webhooks
+from battery.framework import Check
+
+CHECKS: dict[str, Check] = {c.name: c for c in (
+    Check("webhooks-dup", webhooks.webhook_storm,
+          "N events × 5 copies, shuffled, 50 concurrent, 10 % late → exactly N effects, 100 % 2xx, nothing backwards"),
+    Check("webhooks-forged", webhooks.forged_webhooks,
+          "forged, tampered, unsigned, replayed partner/carrier/Shopify webhooks → 100 % refused, 0 effects, logged"),
+)}
