@@ -29,9 +29,11 @@ MIN_PASSWORD_LENGTH = 8
 MAX_USERNAME_LENGTH = 80
 PROCESS_PORTS = {"api": 8000, "dashboard": 8501, "worker": 9191, "render": 9192, "partners": 8100,
                  "carrier": 8200}
-DEMO_PACE = {"BATCH_MAX_WAIT_S": "30", "RECONCILE_EVERY_S": "2"}
+DEMO_PACE = {"BATCH_MAX_WAIT_S": "30", "RECONCILE_EVERY_S": "2", "QA_REVIEW_FIRST_PRINTS": "0"}
 """The embedded demo's pace (overridable from the environment): batches go within 30 s, not the 30 min a
-production line waits to fill a batch, so a new user sees orders reach the partners in the first minute."""
+production line waits to fill a batch, so a new user sees orders reach the partners in the first minute; and
+the first prints of each (brand-new) template and partner are not all held for a human, so the first orders
+reach the customer's door in minutes (borderline prints and the sampled share still go to QA review)."""
 """Ports the Procfile's processes bind on 127.0.0.1 (the two workers' for metrics): `run` refuses to start
 if one is taken, rather than have that process die and honcho stop all the others."""
 STOP_GRACE_S = 15.0

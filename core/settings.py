@@ -48,6 +48,7 @@ DEFAULT_QUEUE_THRESHOLDS: Mapping[str, Mapping[str, tuple[float, float]]] = Mapp
 the oldest waiting one, and messages dead-lettered within the error window. Staff override them (settings row
 `monitor_thresholds`)."""
 
+
 DEFAULT_METRIC_TARGETS: Mapping[str, Mapping[str, str | float]] = MappingProxyType({
     # compare: below (value < goal), at_most (≤) or at_least (≥); past `warn` but within the goal is "at risk".
     "validation_errors": {"compare": "below", "goal": 0.01, "warn": 0.008},  # share of checkouts refused
@@ -63,7 +64,6 @@ DEFAULT_METRIC_TARGETS: Mapping[str, Mapping[str, str | float]] = MappingProxyTy
 """The source guide's success metrics: the line each must stay on, and where it turns "at risk". Staff
 override them (settings row `metric_targets`, same shape). The guide's notification metric is an open rate,
 which needs the provider's open tracking; delivery is what Pressroom itself can vouch for."""
-
 
 def _dev_key(label: str) -> str:
     # Deterministic, public, for the embedded demo only: production refuses to start without real keys.
@@ -100,6 +100,7 @@ class Settings:
     broker_maintenance_chance: int = 100_000  # per million broker commands: 10 %
     reconcile_every_s: float = 5.0
     qa_undo_window_s: float = 15.0  # an inspector's verdict waits this long (undo) before it takes effect
+    qa_review_first_prints: int = 5  # the first N prints of a new template version / at a new partner go to a human
     partner_api_base: str = "http://127.0.0.1:8100"
     partner_api_keys: Mapping[str, str] = field(default_factory=dict)
     partner_webhook_secrets: Mapping[str, str] = field(default_factory=dict)
@@ -203,6 +204,7 @@ class Settings:
                                                   defaults.broker_maintenance_chance)),
             reconcile_every_s=float(env.get("RECONCILE_EVERY_S", defaults.reconcile_every_s)),
             qa_undo_window_s=float(env.get("QA_UNDO_WINDOW_S", defaults.qa_undo_window_s)),
+            qa_review_first_prints=int(env.get("QA_REVIEW_FIRST_PRINTS", defaults.qa_review_first_prints)),
             partner_api_base=env.get("PARTNER_API_BASE", defaults.partner_api_base),
             partner_api_keys=_pairs(env.get("PARTNER_API_KEYS", "")),
             partner_webhook_secrets=_pairs(env.get("PARTNER_WEBHOOK_SECRETS", "")),

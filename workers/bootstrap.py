@@ -15,6 +15,7 @@ from adapters.ids import TimeOrderedIds
 from adapters.objectstore import make_object_store
 from adapters.partners import PartnerClient, PartnerEndpoint
 from core.ports import ObjectStore
+from core.sampling import SpotCheckPolicy
 from core.services.admin import load_qa_rules
 from core.services.batches import defaults_from, load_production_rules
 from core.services.production import ProductionRules, batch_ready_jobs
@@ -69,7 +70,9 @@ class Container:
     def qa_rules(self) -> QaRules:
         """Spot checks, attempts and the inspectors' undo window; rate, tolerances and flags as managers stored
         them, read on every call (per job), so a change applies from the next print."""
-        return load_qa_rules(self.uow(), defaults=QaRules(undo_window_s=self.settings.qa_undo_window_s))
+        spot_checks = SpotCheckPolicy(first_n_new=self.settings.qa_review_first_prints)
+        return load_qa_rules(self.uow(), defaults=QaRules(undo_window_s=self.settings.qa_undo_window_s,
+                                                          spot_checks=spot_checks))
 
     def print_file_url(self, asset_id: str) -> str:
         """A week-long signed link a partner downloads the print file from."""
