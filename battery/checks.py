@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from battery import webhooks
+from battery import lifecycle, webhooks
 from battery.framework import Check
 
 CHECKS: dict[str, Check] = {c.name: c for c in (
@@ -10,4 +10,6 @@ CHECKS: dict[str, Check] = {c.name: c for c in (
           "N events × 5 copies, shuffled, 50 concurrent, 10 % late → exactly N effects, 100 % 2xx, nothing backwards"),
     Check("webhooks-forged", webhooks.forged_webhooks,
           "forged, tampered, unsigned, replayed partner/carrier/Shopify webhooks → 100 % refused, 0 effects, logged"),
+ Check("lifecycle-model", lifecycle.lifecycle_model,
+          "hypothesis state machine of the order lifecycle: ≤ 1 label and partner job per attempt, legal moves only"),
 )}
