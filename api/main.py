@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from api import carrier, shopify
+from api import carrier, selfservice, shopify
 from api.deps import Services, build_services
 from api.problems import domain_error, problem, request_validation_error
 from api.schemas import ArtworkOut, OrderIn, OrderOut, ProblemOut
@@ -40,6 +40,7 @@ def create_app(services: Services | None = None) -> FastAPI:
     app.add_exception_handler(PressroomError, domain_error)
     app.add_exception_handler(RequestValidationError, request_validation_error)
     app.include_router(carrier.router)
+    app.include_router(selfservice.router)
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:

@@ -23,6 +23,7 @@ SPECS: Mapping[str, PageSpec] = MappingProxyType({
     "order_timeline": PageSpec(title="Order timeline", icon=":material/manage_search:"),
     "batch_builder": PageSpec(title="Batch builder", icon=":material/view_module:"),
     "qa_review": PageSpec(title="QA review", icon=":material/fact_check:"),
+    "metrics": PageSpec(title="Metrics", icon=":material/query_stats:"),
 })
 """Page id (core.policy.PAGES, file pages/<id>.py) → how it appears in the navigation."""
 

@@ -18,6 +18,7 @@ PAGES: Mapping[str, frozenset[Role]] = MappingProxyType({
     "order_timeline": frozenset({_R.SUPPORT_AGENT, _R.OPS_MANAGER, _R.MANAGER}),
     "batch_builder": frozenset({_R.OPS_MANAGER, _R.MANAGER}),
     "qa_review": frozenset({_R.QA_INSPECTOR, _R.MANAGER}),
+    "metrics": frozenset({_R.MANAGER, _R.OPS_MANAGER}),
 })
 """Page id → the roles that see it. A page id is the file name under pages/ without `.py`."""
 
