@@ -19,6 +19,7 @@ from core.policy import can_do
 from core.ports import MessageBus
 from core.production import BatchPolicy
 from core.services import batches, qa
+from core.services import monitor as monitoring
 
 log = logging.getLogger(__name__)
 
@@ -175,3 +176,16 @@ def undo_verdict(inspection_id: str) -> bool:
     def work(*, uow, actor, at, new_id):
         return qa.undo_verdict(inspection_id, user=actor, uow=uow, now=at, rules=_qa_rules())
     return _act(UNDO, work, lambda _: f"Undone: inspection {inspection_id} is back in the queue.")
+
+
+# ---- control room alerts -----------------------------------------------------------------------------------
+
+
+NEXT_STEP["alert_gone"] = "Nothing was changed: the list now shows the alerts still open."
+
+
+def acknowledge_alert(alert_id: int) -> bool:
+    """Say you are on an open alert: records who and when (audited); it stays open until its condition ends."""
+    return _act(monitoring.ACKNOWLEDGE, lambda **kw: monitoring.acknowledge_alert(alert_id, **kw),
+                lambda done: f"Alert {alert_id} acknowledged: the control room shows you are on it." if done
+                else f"Alert {alert_id} was already acknowledged; nothing changed.")

@@ -248,6 +248,11 @@ class Condition:
         return (str(self.kind), self.key)
 
 
+def _count(n: int, noun: str) -> str:
+    """"1 order", "3 orders", "1,200 messages"."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def _age(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -268,13 +273,13 @@ def _queue_conditions(measure: QueueMeasure, limits: QueueThresholds, window_s: 
             continue
         value, queue = values[metric], measure.queue
         if metric == "depth":
-            message = (f"Queue {queue}: {value:,} messages waiting (warning above {limit.warning:,.0f}, "
+            message = (f"Queue {queue}: {_count(value, 'message')} waiting (warning above {limit.warning:,.0f}, "
                        f"critical above {limit.critical:,.0f}).")
         elif metric == "oldest_age_s":
             message = (f"Queue {queue}: the oldest message has waited {_age(value)} (warning above "
                        f"{_age(limit.warning)}, critical above {_age(limit.critical)}).")
         else:
-            message = (f"Queue {queue}: {value:,} messages dead-lettered in the last {_age(window_s)} (warning "
+            message = (f"Queue {queue}: {_count(value, 'message')} dead-lettered in the last {_age(window_s)} (warning "
                        f"above {limit.warning:,.0f}, critical above {limit.critical:,.0f}). Replay them once the "
                        "cause is fixed.")
         yield Condition(kind=_QUEUE_KIND[metric], key=queue, severity=severity, message=message,
@@ -297,10 +302,10 @@ def _stuck_conditions(items: Iterable[StuckItem], thresholds: Thresholds, now: d
         stuck.sort(key=lambda entry: -entry[0])
         limit = (thresholds.orders if entity == "order" else thresholds.jobs)[status]  # type: ignore[index]
         severity = Severity.CRITICAL if any(s is Severity.CRITICAL for _, _, s in stuck) else Severity.WARNING
-        nouns = "orders" if entity == "order" else "print jobs"
         names = ", ".join(item.label for _, item, _ in stuck[:EXAMPLES])
         more = f" and {len(stuck) - EXAMPLES} more" if len(stuck) > EXAMPLES else ""
-        message = (f"{len(stuck)} {nouns} stuck in {status.replace('_', ' ')} past the {_age(limit.warning)} "
+        noun = "order" if entity == "order" else "print job"
+        message = (f"{_count(len(stuck), noun)} stuck in {status.replace('_', ' ')} past the {_age(limit.warning)} "
                    f"deadline (oldest {_age(stuck[0][0])}): {names}{more}.")
         yield Condition(kind=MonitorKind.STUCK, key=f"{entity}:{status}", severity=severity, message=message,
                         details={"entity": entity, "status": status, "count": len(stuck),
@@ -322,8 +327,8 @@ def _silent_conditions(parcels: Iterable[SilentParcel], limit: Limit, now: datet
     names = ", ".join(f"{p.label} ({p.tracking_code})" for _, p, _ in silent[:EXAMPLES])
     more = f" and {len(silent) - EXAMPLES} more" if len(silent) > EXAMPLES else ""
     yield Condition(kind=MonitorKind.SILENT_PARCEL, key="shipments", severity=severity,
-                    message=(f"{len(silent)} shipped parcels with no carrier scan for over {limit.warning:g} days "
-                             f"(longest {silent[0][0]:.1f} days): {names}{more}."),
+                    message=(f"{_count(len(silent), 'shipped parcel')} with no carrier scan for over "
+                             f"{limit.warning:g} days (longest {silent[0][0]:.1f} days): {names}{more}."),
                     details={"count": len(silent), "order_ids": [p.order_id for _, p, _ in silent[:50]],
                              "longest_days": silent[0][0], "days": limit.warning})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Iterable, Mapping
 
-from sqlalchemy import and_, false, func, or_, select
+from sqlalchemy import and_, case, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from core.monitors import SilentParcel, StuckItem
@@ -57,3 +57,14 @@ def _aware(at: datetime | str) -> datetime:
     if isinstance(at, str):
         at = datetime.fromisoformat(at)
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def open_alerts(bind, *, kinds: Iterable[str]) -> list[dict]:
+    """The control room's alert list: open alerts of `kinds`, critical first, then oldest first."""
+    a = t.alerts
+    critical_first = case((a.c.severity == "critical", 0), else_=1)
+    query = (select(a.c.id, a.c.kind, a.c.key, a.c.severity, a.c.message, a.c.opened_at, a.c.updated_at,
+                    a.c.acknowledged_by, a.c.acknowledged_at, a.c.notified_at)
+             .where(a.c.cleared_at.is_(None), a.c.kind.in_(list(kinds))).order_by(critical_first, a.c.opened_at))
+    with bind.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]

@@ -1,8 +1,8 @@
-"""Control room: orders per state, queue depth and lag, intake, refusals and partners — refreshing itself."""
+"""Control room: open alerts, orders per state, queue depth and lag, intake, refusals and partners — live."""
 
 import streamlit as st
 
-from app import auth, queries
+from app import alerts, auth, queries
 from app import components as ui
 
 PAGE = "control_room"
@@ -15,6 +15,8 @@ st.caption("Live: refreshes every 5 seconds.")
 @st.fragment(run_every="5s")
 def live() -> None:
     auth.recheck(PAGE)
+    st.subheader("Open alerts")
+    alerts.panel()
     ui.intake_tiles(queries.intake_outcomes())
     st.subheader("Queues")
     ui.queue_table(queries.queue_overview())

@@ -36,6 +36,12 @@ EDIT_THRESHOLDS = "monitor.edit_thresholds"
 """Action ids: the same words as core.policy.ACTIONS and the audit log's `action` column."""
 
 
+class AlertGone(NotFound):
+    """The alert cleared (or was resolved) since the page showed it."""
+
+    code = "alert_gone"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MonitorRun:
     """What one run changed (ids as (kind, key))."""
@@ -152,12 +158,12 @@ def acknowledge_alert(alert_id: int, *, uow, actor: str, at: datetime, **_: Any)
     Returns True when this call acknowledged it.
 
     Raises:
-        NotFound: no such alert, or it has cleared since the page was drawn.
+        AlertGone: no such alert, or it has cleared since the page was drawn.
     """
     with uow:
         alert = uow.alerts.get(int(alert_id))
         if alert is None or alert["cleared_at"] is not None:
-            raise NotFound(f"Alert {alert_id} is no longer open: its condition ended or support resolved it.")
+            raise AlertGone(f"Alert {alert_id} is no longer open: its condition ended or support resolved it.")
         done = uow.alerts.acknowledge(int(alert_id), user=actor, at=at)
         if done:
             uow.audit.record(actor, ACKNOWLEDGE, "alert", str(alert_id), alert["order_id"],

@@ -99,7 +99,7 @@ def test_a_stuck_order_raises_an_alert_on_the_next_run_and_it_clears_when_the_or
     [stuck] = open_alerts(c, "stuck")
     assert run.raised == (("stuck", "order:accepted"),)
     assert (stuck["key"], stuck["severity"]) == ("order:accepted", "warning")
-    assert order["number"] in stuck["message"] and "1 orders stuck in accepted" in stuck["message"]
+    assert order["number"] in stuck["message"] and "1 order stuck in accepted" in stuck["message"]
     assert stuck["details"]["ids"] == [order["id"]]
     # when the order moves on through its aggregate, the next run clears the alert
     with c.uow() as uow:
@@ -178,7 +178,7 @@ def test_a_dead_lettered_message_opens_an_error_rate_alert_for_its_queue(pg_url,
     # then the qa queue has an error-rate alert, and no other queue has one
     [errors] = open_alerts(c, "error_rate")
     assert (errors["key"], errors["severity"]) == ("qa", "warning")
-    assert "1 messages dead-lettered in the last 15 min" in errors["message"]
+    assert "1 message dead-lettered in the last 15 min" in errors["message"]
 
 
 def test_a_new_alert_is_e_mailed_to_ops_exactly_once(pg_url, redis_url, tmp_path, sink):
