@@ -19,15 +19,19 @@ import pytest
 from dramatiq import Message
 from sqlalchemy import select
 
+from adapters.email import SmtpMailer
+from adapters.sms import HttpSms
 from api.main import create_app
 from core.events import Noted
-from core.notifications import customer_link
+from core.notifications import Channel, Milestone, customer_link, notification_links
+from core.services.notify import send_notification
 from core.services.production import ProductionRules, batch_ready_jobs, route_order
 from core.services.render import render_order
 from core.signing import signed_customer_path
 from core.states import HoldReason, OrderStatus
 from db import tables as t
 from sims.carrier import BackgroundServer, CarrierSimConfig
+from sims.smtp_sink import SmtpSink
 from tests.conftest import ApiHarness
 from tests.integration.production_helpers import (
     DESTINATIONS,
@@ -210,6 +214,36 @@ def test_a_second_cancel_says_the_order_is_already_cancelled(site, customer):
     assert again.status_code == 200
     assert text_of(again, "notice") == "This order was already cancelled; nothing more to do."
     assert len(events(site, order_id)) == lines
+
+
+# ---- the link arrives by e-mail --------------------------------------------------------------------------------
+
+
+def test_the_link_in_a_real_e_mail_opens_the_order_page(site, customer):
+    # given the order-received e-mail, sent over SMTP to the sink as the notify worker sends it
+    order_id = place(site)
+    svc = site.services
+    with SmtpSink() as sink:
+        mailer = SmtpMailer("127.0.0.1", sink.smtp_port, "Pressroom <orders@pressroom.dev>")
+        sms = HttpSms("http://127.0.0.1:9", "unused")
+        assert send_notification(order_id, Milestone.RECEIVED, Channel.EMAIL, uow=svc.uow(), mailer=mailer,
+                                 sms=sms, links=notification_links(svc.settings, now=svc.now()),
+                                 now=svc.now) == "sent"
+        [summary] = httpx.get(f"{sink.http_url}/messages", timeout=5).json()
+        mail = httpx.get(f"{sink.http_url}/messages/{summary['id']}", headers={"Accept": "application/json"},
+                         timeout=5).json()
+        sms.close()
+
+    # when the customer follows the link in its text part and its button
+    [in_text] = re.findall(r"https?://\S+/orders/\S+", mail["text"])
+    [in_html] = re.findall(r'href="(https?://[^"]+/orders/[^"]+)"', mail["html"])
+    assert unescape(in_html) == in_text
+    parts = urlsplit(in_text)
+    page = site.client.get(f"{parts.path}?{parts.query}")
+
+    # then the page is that order's, with the forms that still apply
+    assert page.status_code == 200
+    assert order_row(site, order_id).number in page.text and 'id="cancel"' in page.text
 
 
 # ---- links that must not open anything --------------------------------------------------------------------------
