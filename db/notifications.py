@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterable
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.notifications import CLAIMABLE, NotificationStatus
@@ -74,6 +74,21 @@ class NotificationRepository:
                                                     n.c.sent_at < sending_before)
                                     .order_by(n.c.sent_at).limit(limit))
         return [dict(r._mapping) for r in rows]
+
+    def lost(self, *, idle_before: datetime, max_attempts: int, limit: int = 100) -> list[dict[str, Any]]:
+        """Queued or failed rows nothing has touched since `idle_before` (reserved, attempted or re-queued):
+        their queue message was lost, or its retries were. Oldest first."""
+        n = t.notifications
+        quiet = [n.c.created_at < idle_before, or_(n.c.sent_at.is_(None), n.c.sent_at < idle_before),
+                 or_(n.c.redriven_at.is_(None), n.c.redriven_at < idle_before)]
+        rows = self.session.execute(select(n).where(n.c.status.in_([str(s) for s in CLAIMABLE]),
+                                                    n.c.attempts < max_attempts, *quiet)
+                                    .order_by(n.c.created_at).limit(limit))
+        return [dict(r._mapping) for r in rows]
+
+    def mark_redriven(self, notification_id: str, *, at: datetime) -> None:
+        n = t.notifications
+        self.session.execute(update(n).where(n.c.id == notification_id).values(redriven_at=at))
 
     def resends(self, order_id: str, milestone: str, channel: str) -> int:
         """How many support resends (order, milestone, channel) already has."""

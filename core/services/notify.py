@@ -48,8 +48,18 @@ S = NotificationStatus
 
 
 def notify_milestone(order_id: str, milestone: Milestone, *, uow) -> None:
-    """Inside the caller's unit of work: queue the milestone's message on every channel (sent after commit)."""
+    """Inside the caller's unit of work: queue the milestone's message on every channel (sent after commit).
+
+    Each message is also reserved as a `queued` row in the same transaction (as of the order's last status
+    change, when the milestone was reached), so one whose queue message is lost (Redis flushed or restarted)
+    is re-sent by the reconciler (`core.services.reconcile`); a row that exists already is left as it is.
+    """
+    order = uow.orders.get(order_id)
     for channel in Channel:
+        if order is not None:
+            uow.notifications.insert(id=notification_id(order_id, str(milestone), channel), order_id=order_id,
+                                     milestone=str(milestone), channel=channel, status=S.QUEUED,
+                                     at=order.status_changed_at)
         uow.defer(SendNotification(order_id=order_id, milestone=str(milestone), channel=str(channel)))
 
 

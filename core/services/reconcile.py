@@ -12,11 +12,17 @@ from core.commands import (
     BuyLabel,
     RenderAsset,
     RouteOrder,
+    SendNotification,
     StageCommand,
     SubmitBatch,
 )
 from core.events import EventType, Noted
+from core.services import notify
 from core.states import OrderStatus
+
+NOTIFY_AFTER_S = 300.0
+"""A queued or failed customer message untouched this long has lost its queue message (the notify actor's
+retries back off to at most 600 s, but each attempt stamps the row): it is queued again."""
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +44,8 @@ INBOX_REDRIVE: Mapping[str, Callable[[int], StageCommand]] = {
 
 
 def reconcile(uow, *, now: datetime, deadlines_s: Mapping[OrderStatus, float], limit: int = 500,
-              batch_after_s: float = 120.0, inbox_after_s: float = 60.0) -> int:
+              batch_after_s: float = 120.0, inbox_after_s: float = 60.0,
+              notify_after_s: float = NOTIFY_AFTER_S) -> int:
     """Re-drive orders past their stage deadline; returns how many messages were sent (after commit).
 
     Idempotent by construction: the actors guard on state, so a re-drive of an order whose message was
@@ -57,8 +64,9 @@ def reconcile(uow, *, now: datetime, deadlines_s: Mapping[OrderStatus, float], l
         uow.commit()
     if stuck:
         log.warning("re-drove %d orders past their stage deadline", len(stuck))
-    return len(stuck) + _redrive_batches(uow, now=now, after_s=batch_after_s, limit=limit) + _redrive_inbox(
-        uow, now=now, after_s=inbox_after_s, limit=limit)
+    return (len(stuck) + _redrive_batches(uow, now=now, after_s=batch_after_s, limit=limit)
+            + _redrive_inbox(uow, now=now, after_s=inbox_after_s, limit=limit)
+            + _redrive_notifications(uow, now=now, after_s=notify_after_s, limit=limit))
 
 
 def _redrive_batches(uow, *, now: datetime, after_s: float, limit: int) -> int:
@@ -85,4 +93,22 @@ def _redrive_inbox(uow, *, now: datetime, after_s: float, limit: int) -> int:
         uow.commit()
     if rows:
         log.warning("re-queued %d stored webhooks that were never applied", len(rows))
+    return len(rows)
+
+
+def _redrive_notifications(uow, *, now: datetime, after_s: float, limit: int) -> int:
+    """A customer message reserved (or failed) but never sent, its queue message gone with a flushed or
+    restarted Redis, is queued again. The notify stage's claim still lets exactly one attempt send it, so a
+    message that was only slow and now runs twice goes out once."""
+    with uow:
+        rows = uow.notifications.lost(idle_before=now - timedelta(seconds=after_s),
+                                      max_attempts=notify.MAX_ATTEMPTS, limit=limit)
+        for row in rows:
+            milestone, _, resend = str(row["milestone"]).partition(".resend")
+            uow.notifications.mark_redriven(row["id"], at=now)
+            uow.defer(SendNotification(order_id=row["order_id"], milestone=milestone, channel=row["channel"],
+                                       resend=int(resend or 0)))
+        uow.commit()
+    if rows:
+        log.warning("re-queued %d customer messages that were never sent", len(rows))
     return len(rows)
