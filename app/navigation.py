@@ -24,6 +24,8 @@ SPECS: Mapping[str, PageSpec] = MappingProxyType({
     "batch_builder": PageSpec(title="Batch builder", icon=":material/view_module:"),
     "qa_review": PageSpec(title="QA review", icon=":material/fact_check:"),
     "metrics": PageSpec(title="Metrics", icon=":material/query_stats:"),
+    "replay_console": PageSpec(title="Replay console", icon=":material/replay:"),
+    "audit_log": PageSpec(title="Audit log", icon=":material/history_edu:"),
 })
 """Page id (core.policy.PAGES, file pages/<id>.py) → how it appears in the navigation."""
 

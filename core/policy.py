@@ -19,6 +19,8 @@ PAGES: Mapping[str, frozenset[Role]] = MappingProxyType({
     "batch_builder": frozenset({_R.OPS_MANAGER, _R.MANAGER}),
     "qa_review": frozenset({_R.QA_INSPECTOR, _R.MANAGER}),
     "metrics": frozenset({_R.MANAGER, _R.OPS_MANAGER}),
+    "replay_console": frozenset({_R.OPS_MANAGER, _R.MANAGER}),
+    "audit_log": frozenset({_R.MANAGER, _R.OPS_MANAGER}),
 })
 """Page id → the roles that see it. A page id is the file name under pages/ without `.py`."""
 
@@ -32,6 +34,7 @@ ACTIONS: Mapping[str, frozenset[Role]] = MappingProxyType({
     "production.edit_rules": _PRODUCTION,
     "qa.approve": frozenset({_R.QA_INSPECTOR}),
     "qa.reject": frozenset({_R.QA_INSPECTOR}),
+    "replay.run": frozenset({_R.OPS_MANAGER, _R.MANAGER}),
     "qa.undo": frozenset({_R.QA_INSPECTOR}),
     "alert.acknowledge": frozenset({_R.OPS_MANAGER, _R.MANAGER, _R.SUPPORT_AGENT}),
     "monitor.edit_thresholds": frozenset({_R.OPS_MANAGER, _R.MANAGER}),

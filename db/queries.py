@@ -186,7 +186,29 @@ def timeline(bind: Bind, order_id: str, *, limit: int = 500) -> list[dict[str, A
     with _connected(bind) as conn:
         rows = conn.execute(select(e.c.at, e.c.type, e.c.source, e.c.payload).where(e.c.order_id == order_id)
                             .order_by(e.c.at.desc(), e.c.id.desc()).limit(limit)).all()
-    return [row._asdict() for row in rows]
+        events = [row._asdict() for row in rows]
+        staff = _staff_actions_not_on_timeline(conn, order_id, events, limit=limit)
+    if not staff:
+        return events
+    return sorted(events + staff, key=lambda line: line["at"], reverse=True)[:limit]
+
+
+def _staff_actions_not_on_timeline(conn: Connection, order_id: str, events: list[dict[str, Any]], *,
+                                   limit: int) -> list[dict[str, Any]]:
+    """Audit rows about the order that wrote no timeline line of their own, as staff.action lines.
+
+    Actions that write their own line do so in the same transaction, as `user:<actor>` at the audit row's
+    instant: those are on the timeline already and are not repeated.
+    """
+    a = t.audit_log
+    written = {(line["source"], line["at"]) for line in events}
+    rows = conn.execute(select(a.c.at, a.c.actor, a.c.action, a.c.target_type, a.c.target_id, a.c.before, a.c.after)
+                        .where(a.c.order_id == order_id).order_by(a.c.at.desc(), a.c.id.desc()).limit(limit)).all()
+    return [{"at": row.at, "type": "staff.action", "source": f"user:{row.actor}",
+             "payload": {"action": row.action, "note": f"{row.actor}: {row.action} on {row.target_type} "
+                                                       f"{row.target_id}",
+                         "before": row.before, "after": row.after}}
+            for row in rows if (f"user:{row.actor}", row.at) not in written]
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
@@ -408,3 +430,68 @@ def inspection_detail(bind: Bind, inspection_id: str) -> dict[str, Any] | None:
     with _connected(bind) as conn:
         row = conn.execute(statement).first()
     return None if row is None else dict(row._mapping)
+
+
+# ---- audit log ---------------------------------------------------------------------------------------------
+
+
+def _audit_select(*, actor: str = "", action: str = "", target: str = "", order_number: str = "",
+                  since: datetime | None = None, until: datetime | None = None):
+    a, o = t.audit_log, t.orders
+    query = (select(a.c.id, a.c.at, a.c.actor, a.c.action, a.c.target_type, a.c.target_id, a.c.order_id,
+                    o.c.number.label("order_number"), a.c.before, a.c.after)
+             .select_from(a.outerjoin(o, o.c.id == a.c.order_id)))
+    for column, term in ((a.c.actor, actor), (a.c.action, action), (o.c.number, order_number)):
+        if term.strip():
+            query = query.where(func.lower(column).contains(term.strip().lower(), autoescape=True))
+    if target.strip():
+        wanted = target.strip().lower()
+        query = query.where(or_(func.lower(a.c.target_id).contains(wanted, autoescape=True),
+                                func.lower(a.c.target_type).contains(wanted, autoescape=True)))
+    if since is not None:
+        query = query.where(a.c.at >= since)
+    if until is not None:
+        query = query.where(a.c.at <= until)
+    return query
+
+
+def audit_search(bind: Bind, *, limit: int, offset: int = 0, **filters: Any) -> dict[str, Any]:
+    """Audit rows matching `filters` (actor, action, target, order_number: contained, any case; since/until:
+    inclusive), newest first: total and rows (id, at, actor, action, target_type, target_id, order_id,
+    order_number, before, after)."""
+    query = _audit_select(**filters)
+    with _connected(bind) as conn:
+        total = conn.scalar(select(func.count()).select_from(query.subquery()))
+        rows = conn.execute(query.order_by(t.audit_log.c.at.desc(), t.audit_log.c.id.desc())
+                            .limit(limit).offset(offset)).all()
+    return {"total": int(total or 0), "rows": [row._asdict() for row in rows]}
+
+
+def audit_actions(bind: Bind) -> list[str]:
+    """Every action word the audit log holds, alphabetically (for the search's suggestions)."""
+    with _connected(bind) as conn:
+        return list(conn.scalars(select(t.audit_log.c.action).distinct().order_by(t.audit_log.c.action)))
+
+
+# ---- exception inbox -------------------------------------------------------------------------------------
+
+
+def exception_inbox(bind: Bind, *, kinds: tuple[str, ...], limit: int = 200) -> dict[str, Any]:
+    """Open exception alerts of `kinds`, oldest first, each with its order and newest shipment: entries (id,
+    kind, severity, message, details, opened_at, updated_at, order_id, order_number, order_status,
+    hold_reason, address, tracking_code, shipment_status) and counts per kind (every kind, zeros included)."""
+    a, o, s = t.alerts, t.orders, t.shipments
+    newest = (select(s.c.tracking_code, s.c.status).where(s.c.order_id == a.c.order_id)
+              .order_by(s.c.created_at.desc(), s.c.id.desc()).limit(1))
+    open_ = and_(a.c.cleared_at.is_(None), a.c.kind.in_(list(kinds)))
+    with _connected(bind) as conn:
+        counts = dict(conn.execute(select(a.c.kind, func.count()).where(open_).group_by(a.c.kind)).all())
+        rows = conn.execute(
+            select(a.c.id, a.c.kind, a.c.severity, a.c.message, a.c.details, a.c.opened_at, a.c.updated_at,
+                   a.c.order_id, o.c.number.label("order_number"), o.c.status.label("order_status"),
+                   o.c.hold_reason, o.c.shipping_address_enc.label("address"),
+                   newest.with_only_columns(s.c.tracking_code).scalar_subquery().label("tracking_code"),
+                   newest.with_only_columns(s.c.status).scalar_subquery().label("shipment_status"))
+            .outerjoin(o, o.c.id == a.c.order_id).where(open_).order_by(a.c.opened_at, a.c.id).limit(limit)).all()
+    return {"entries": [_plain(row._asdict()) for row in rows],
+            "counts": {kind: int(counts.get(kind, 0)) for kind in kinds}}
