@@ -229,12 +229,19 @@ class MetricResult:
     def status(self) -> Status:
         return status_of(self.value, self.target)
 
+    @property
+    def counts(self) -> str:
+        """The counts behind the figure in words: "3 checkouts refused of 13 checkouts", "rank 20 of 21 …"."""
+        if self.spec.numerator == "rank":
+            return f"rank {self.numerator} of {self.denominator} {self.spec.denominator}"
+        return f"{self.numerator} {self.spec.numerator} of {self.denominator} {self.spec.denominator}"
+
     def row(self) -> dict[str, Any]:
         """One line of the metrics table (and of its CSV export)."""
         return {"stage": self.spec.stage, "metric": self.spec.title, "value": format_value(self.value, self.spec.unit),
                 "target": self.target.text(self.spec.unit), "status": str(self.status),
                 "numerator": self.numerator, "denominator": self.denominator,
-                "counts": f"{self.numerator} {self.spec.numerator} of {self.denominator} {self.spec.denominator}",
+                "counts": self.counts,
                 "detail": self.detail, "raw_value": self.value}
 
 

@@ -105,57 +105,58 @@ class History:
                 attempts=1, error="smtp said no" if status == "failed" else None, created_at=when))
 
 
-def build(engine: Engine) -> dict[str, str]:
-    """The story every metrics test counts against (see the comments for the hand counts)."""
+def build(engine: Engine, day1: datetime = DAY1) -> dict[str, str]:
+    """The story every metrics test counts against (see the comments for the hand counts), from `day1` on."""
+    d1, d2 = day1, day1 + timedelta(days=1)
     h = History(engine)
-    o = {n: h.order(f"PR-{n}", at(DAY1, 10, n)) for n in range(1, 7)}  # six orders on day 1
-    o |= {n: h.order(f"PR-{n}", at(DAY2, 10, n)) for n in range(7, 11)}  # four on day 2: 10 accepted
+    o = {n: h.order(f"PR-{n}", at(d1, 10, n)) for n in range(1, 7)}  # six orders on day 1
+    o |= {n: h.order(f"PR-{n}", at(d2, 10, n)) for n in range(7, 11)}  # four on day 2: 10 accepted
     # checkouts refused: two on day 1 (one with two reasons, still one checkout), one on day 2
-    h.rejection(at(DAY1, 11), "storefront", "text_too_long", "prohibited_word")
-    h.rejection(at(DAY1, 11, 5), "api", "artwork_too_small")
-    h.rejection(at(DAY2, 9), "storefront", "text_too_long")
+    h.rejection(at(d1, 11), "storefront", "text_too_long", "prohibited_word")
+    h.rejection(at(d1, 11, 5), "api", "artwork_too_small")
+    h.rejection(at(d2, 9), "storefront", "text_too_long")
     # renders: orders 1..9 rendered, order 10 held by the render worker on day 2; a staff hold does not count
     for n in range(1, 10):
-        day = DAY1 if n <= 6 else DAY2
+        day = d1 if n <= 6 else d2
         h.event(o[n], at(day, 10, n, 30), "order.ready_for_production", "worker:render", entity_id=o[n])
-    h.event(o[10], at(DAY2, 10, 20), "order.on_hold", "worker:render", entity_id=o[10], reason="render_failed",
+    h.event(o[10], at(d2, 10, 20), "order.on_hold", "worker:render", entity_id=o[10], reason="render_failed",
             note="line 1: template is gone")
-    h.event(o[6], at(DAY1, 12), "order.on_hold", "user:alice", entity_id=o[6], reason="staff")
+    h.event(o[6], at(d1, 12), "order.on_hold", "user:alice", entity_id=o[6], reason="staff")
     # print-file downloads: 10, 20 … 200 ms on day 1, one 500 ms on day 2
     for i in range(1, 21):
-        h.retrieval(at(DAY1, 12, i), 10.0 * i)
-    h.retrieval(at(DAY2, 12), 500.0)
+        h.retrieval(at(d1, 12, i), 10.0 * i)
+    h.retrieval(at(d2, 12), 500.0)
     # queue samples on day 1: render ages (empty = 0), 10, 20, 400 s; qa 5, 5 s
     for minute, age in enumerate([None, 10.0, 20.0, 400.0]):
-        h.queue_sample(at(DAY1, 13, minute), "render", age)
+        h.queue_sample(at(d1, 13, minute), "render", age)
     for minute in range(2):
-        h.queue_sample(at(DAY1, 13, minute), "qa", 5.0)
+        h.queue_sample(at(d1, 13, minute), "qa", 5.0)
     # jobs (first-print budget 60 + 300 + 2700 = 3060 s; reprint budget 2700 s)
-    j1 = h.job(o[1], at(DAY1, 10), partner=A, submitted=at(DAY1, 10, 30), status="qa_failed")  # on time
-    j2 = h.job(o[2], at(DAY1, 10, 1), partner=A, submitted=at(DAY1, 11, 30), status="qa_passed")  # late
-    j3 = h.job(o[3], at(DAY1, 10, 2), partner=B, submitted=at(DAY1, 10, 40), status="qa_passed")  # on time
-    h.job(o[4], at(DAY1, 10, 3), partner=B, status="pending")  # never submitted, long past budget: late
-    h.job(o[6], at(DAY1, 10, 4), partner=A, status="cancelled")  # cancelled: not counted
-    j5 = h.job(o[1], at(DAY2, 8), partner=A, attempt=2, reprint_of=j1, reason="misregistration",
-               submitted=at(DAY2, 8, 30), status="qa_failed")  # reprint on time
-    h.job(o[1], at(DAY2, 10), partner=None, attempt=3, reprint_of=j5, reason="colour_shift",
+    j1 = h.job(o[1], at(d1, 10), partner=A, submitted=at(d1, 10, 30), status="qa_failed")  # on time
+    j2 = h.job(o[2], at(d1, 10, 1), partner=A, submitted=at(d1, 11, 30), status="qa_passed")  # late
+    j3 = h.job(o[3], at(d1, 10, 2), partner=B, submitted=at(d1, 10, 40), status="qa_passed")  # on time
+    h.job(o[4], at(d1, 10, 3), partner=B, status="pending")  # never submitted, long past budget: late
+    h.job(o[6], at(d1, 10, 4), partner=A, status="cancelled")  # cancelled: not counted
+    j5 = h.job(o[1], at(d2, 8), partner=A, attempt=2, reprint_of=j1, reason="misregistration",
+               submitted=at(d2, 8, 30), status="qa_failed")  # reprint on time
+    h.job(o[1], at(d2, 10), partner=None, attempt=3, reprint_of=j5, reason="colour_shift",
           status="pending")  # reprint not routed, past its budget at NOW: late, no partner
-    h.job(o[9], at(DAY2, 23, 55), partner=A, status="pending")  # still within budget: not decided yet
+    h.job(o[9], at(d2, 23, 55), partner=A, status="pending")  # still within budget: not decided yet
     # verdicts: j1 failed (misregistration) and j5 failed (colour_shift) at A; j2 passed at A; j3 passed at B
-    h.verdict(j1, o[1], at(DAY1, 13), failed_for="misregistration")
-    h.verdict(j2, o[2], at(DAY1, 14))
-    h.verdict(j3, o[3], at(DAY1, 13, 30))
-    h.verdict(j5, o[1], at(DAY2, 10), failed_for="colour_shift")
+    h.verdict(j1, o[1], at(d1, 13), failed_for="misregistration")
+    h.verdict(j2, o[2], at(d1, 14))
+    h.verdict(j3, o[3], at(d1, 13, 30))
+    h.verdict(j5, o[1], at(d2, 10), failed_for="colour_shift")
     # labels on day 2: bought for orders 1, 2, 3; the carrier refused order 4
     for n in (1, 2, 3):
-        h.event(o[n], at(DAY2, 15, n), "shipment.purchased", "worker:shipping", entity_id=f"shp_{n}")
-    h.event(o[4], at(DAY2, 15, 4), "order.on_hold", "worker:shipping", entity_id=o[4], reason="carrier_exception",
+        h.event(o[n], at(d2, 15, n), "shipment.purchased", "worker:shipping", entity_id=f"shp_{n}")
+    h.event(o[4], at(d2, 15, 4), "order.on_hold", "worker:shipping", entity_id=o[4], reason="carrier_exception",
             note="no rates")
     # notifications on day 1: sent ×2 (order 1), failed (2), unknown (3), opted out (4), in flight (5)
-    h.notification(o[1], at(DAY1, 10, 1), "received", "email", "sent")
-    h.notification(o[1], at(DAY1, 10, 1), "received", "sms", "sent")
-    h.notification(o[2], at(DAY1, 10, 2), "received", "email", "failed")
-    h.notification(o[3], at(DAY1, 10, 3), "received", "email", "unknown")
-    h.notification(o[4], at(DAY1, 10, 4), "received", "email", "skipped_opt_out")
-    h.notification(o[5], at(DAY1, 10, 5), "received", "sms", "sending")
+    h.notification(o[1], at(d1, 10, 1), "received", "email", "sent")
+    h.notification(o[1], at(d1, 10, 1), "received", "sms", "sent")
+    h.notification(o[2], at(d1, 10, 2), "received", "email", "failed")
+    h.notification(o[3], at(d1, 10, 3), "received", "email", "unknown")
+    h.notification(o[4], at(d1, 10, 4), "received", "email", "skipped_opt_out")
+    h.notification(o[5], at(d1, 10, 5), "received", "sms", "sending")
     return {f"o{n}": order_id for n, order_id in o.items()}
