@@ -26,6 +26,11 @@ SPECS: Mapping[str, PageSpec] = MappingProxyType({
     "metrics": PageSpec(title="Metrics", icon=":material/query_stats:"),
     "replay_console": PageSpec(title="Replay console", icon=":material/replay:"),
     "audit_log": PageSpec(title="Audit log", icon=":material/history_edu:"),
+    "admin_partners": PageSpec(title="Admin · partners", icon=":material/factory:"),
+    "admin_templates": PageSpec(title="Admin · templates", icon=":material/design_services:"),
+    "admin_rules": PageSpec(title="Admin · rules", icon=":material/rule:"),
+    "admin_flags": PageSpec(title="Admin · feature flags", icon=":material/flag:"),
+    "admin_staff": PageSpec(title="Admin · staff", icon=":material/group:"),
 })
 """Page id (core.policy.PAGES, file pages/<id>.py) → how it appears in the navigation."""
 

@@ -21,6 +21,11 @@ PAGES: Mapping[str, frozenset[Role]] = MappingProxyType({
     "metrics": frozenset({_R.MANAGER, _R.OPS_MANAGER}),
     "replay_console": frozenset({_R.OPS_MANAGER, _R.MANAGER}),
     "audit_log": frozenset({_R.MANAGER, _R.OPS_MANAGER}),
+    "admin_partners": frozenset({_R.MANAGER}),
+    "admin_templates": frozenset({_R.MANAGER}),
+    "admin_rules": frozenset({_R.MANAGER}),
+    "admin_flags": frozenset({_R.MANAGER}),
+    "admin_staff": frozenset({_R.MANAGER}),
 })
 """Page id → the roles that see it. A page id is the file name under pages/ without `.py`."""
 
@@ -38,6 +43,16 @@ ACTIONS: Mapping[str, frozenset[Role]] = MappingProxyType({
     "qa.undo": frozenset({_R.QA_INSPECTOR}),
     "alert.acknowledge": frozenset({_R.OPS_MANAGER, _R.MANAGER, _R.SUPPORT_AGENT}),
     "monitor.edit_thresholds": frozenset({_R.OPS_MANAGER, _R.MANAGER}),
+    "partner.edit": frozenset({_R.MANAGER}),
+    "template.save_version": frozenset({_R.MANAGER}),
+    "words.add": frozenset({_R.MANAGER}),
+    "words.remove": frozenset({_R.MANAGER}),
+    "qa.edit_rules": frozenset({_R.MANAGER}),
+    "flag.set": frozenset({_R.MANAGER}),
+    "flag.remove": frozenset({_R.MANAGER}),
+    "staff.create": frozenset({_R.MANAGER}),
+    "staff.set_active": frozenset({_R.MANAGER}),
+    "staff.change_role": frozenset({_R.MANAGER}),
 })
 """Action id (`"<entity>.<verb>"`, also the audit log's action) → the roles that may do it."""
 
