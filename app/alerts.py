@@ -18,6 +18,7 @@ from db.monitoring import open_alerts as _open_alerts
 PREFIX = "alerts"
 REQUESTED = f"{PREFIX}.acknowledge"
 SEVERITY_COLOURS = {"critical": "red", "warning": "orange"}
+WIDTHS = [1, 1.2, 4.4, 1.3, 1.5, 2]  # severity, kind, message, since, acknowledged by, the button
 
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
@@ -32,8 +33,7 @@ def _request(alert_id: int) -> None:
 
 
 def _row(alert: Mapping[str, Any], *, may_acknowledge: bool) -> None:
-    severity, kind, message, since, by, button = st.columns([1.1, 1.3, 5, 1.6, 1.6, 1.5],
-                                                            vertical_alignment="center")
+    severity, kind, message, since, by, button = st.columns(WIDTHS, vertical_alignment="center")
     severity.markdown(f":{SEVERITY_COLOURS.get(alert['severity'], 'gray')}-badge[{ui.plain(alert['severity'])}]")
     kind.markdown(ui.plain(ui.humanise(alert["kind"])))
     message.markdown(ui.plain(alert["message"]))
@@ -63,7 +63,7 @@ def panel() -> None:
     critical = sum(alert["severity"] == "critical" for alert in alerts)
     st.caption(f"{len(alerts)} open, {critical} critical. Each clears by itself when its condition ends."
                + ("" if may_acknowledge else " Your role can see alerts but not acknowledge them."))
-    header = st.columns([1.1, 1.3, 5, 1.6, 1.6, 1.5])
+    header = st.columns(WIDTHS)
     for column, title in zip(header, ("Severity", "Kind", "Message", "Since", "Acknowledged by", ""), strict=True):
         column.markdown(f"**{title}**" if title else "")
     for alert in alerts:
