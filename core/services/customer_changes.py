@@ -33,6 +33,8 @@ CUSTOMER = "customer"
 
 OPEN_BATCH = frozenset({BatchStatus.OPEN, BatchStatus.HELD})
 """Batches whose jobs may still be taken out: a released batch is on its way to the partner."""
+_NOT_SENT = frozenset({JobStatus.PENDING, JobStatus.BATCHED, JobStatus.CANCELLED, JobStatus.FAILED})
+"""Job statuses that mean the partner does not have the job."""
 
 
 def cancel_order(order_id: str, *, by: str, reason: str, uow, payments: Payments, now: datetime) -> str:
@@ -96,7 +98,7 @@ def _check_not_at_partner(order: Order, jobs: list[PrintJob], *, uow) -> None:
     sending = f"Order {order.number} is being handed to the print partner right now and can no longer be " \
               "cancelled."
     for job in jobs:
-        if job.status in (JobStatus.PENDING, JobStatus.BATCHED, JobStatus.CANCELLED, JobStatus.FAILED):
+        if job.status in _NOT_SENT:
             if job.status == JobStatus.BATCHED and job.batch_id:
                 batch = uow.batches.get(job.batch_id, lock=True)  # the batcher's release waits for us
                 if batch is not None and batch.status not in OPEN_BATCH:
@@ -145,12 +147,15 @@ def why_not_editable(order: Order, jobs: Iterable[PrintJob] = ()) -> str | None:
     if order.status in (OrderStatus.FAILED, OrderStatus.DELIVERED):
         return f"Order {number} has ended, so it can no longer be changed here."
     if order.status == OrderStatus.ON_HOLD:
-        return (f"Order {number} is paused while our team looks into it. Send us a change request and they will "
-                "make the change for you, or cancel the order.")
-    if any(job.status not in (JobStatus.PENDING, JobStatus.BATCHED, JobStatus.CANCELLED, JobStatus.FAILED)
-           for job in jobs):
+        return _held(order)
+    if any(job.status not in _NOT_SENT for job in jobs):
         return f"Order {number} is being handed to the print partner right now and can no longer be changed."
     return None
+
+
+def _held(order: Order) -> str:
+    return (f"Order {order.number} is paused while our team looks into it. Send us a change request and they will "
+            "make the change for you, or cancel the order.")
 
 
 def _check_editable(order: Order, jobs: list[PrintJob], *, uow, what: str) -> None:
@@ -432,6 +437,7 @@ class OrderPage:
     expected_gate: datetime | None  # when production is expected to start, while it has not
     gate_passed_at: datetime | None
     cancelled: bool
+    cancellable: bool  # also while on hold before the gate, when nothing else may change
     items: tuple[ItemView, ...]
     address: Address
     timeline: tuple[TimelineLine, ...]
@@ -537,10 +543,14 @@ def order_page(order_id: str, *, uow, events: Iterable[Mapping[str, Any]], batch
             raise NotFound("We can't find that order.")
         jobs = uow.jobs.for_order(order_id)
         reason = why_not_editable(order, jobs)
+        batches = [uow.batches.get(job.batch_id) for job in jobs if job.batch_id and job.status == JobStatus.BATCHED]
+        released = any(batch is not None and batch.status not in OPEN_BATCH for batch in batches)
+        at_partner = any(job.status not in _NOT_SENT for job in jobs)
+        cancellable = (order.can_advance(OrderStatus.CANCELLED) and not order.past_gate and not released
+                       and not at_partner)
         expected = None
         if reason is None:
-            waiting = [uow.batches.get(job.batch_id) for job in jobs if job.batch_id]
-            due = [batch.created_at + batch_wait for batch in waiting if batch and batch.status == BatchStatus.OPEN]
+            due = [batch.created_at + batch_wait for batch in batches if batch and batch.status == BatchStatus.OPEN]
             expected = min(due) if due else None
         items = []
         for line in order.lines:
@@ -557,5 +567,6 @@ def order_page(order_id: str, *, uow, events: Iterable[Mapping[str, Any]], batch
         return OrderPage(order_id=order.id, number=order.number, status=str(order.status),
                          headline=HEADLINES.get(order.status, ""), placed_at=order.placed_at,
                          editable=reason is None, not_editable_because=reason, expected_gate=expected,
-                         gate_passed_at=gate, cancelled=order.status == OrderStatus.CANCELLED, items=tuple(items),
+                         gate_passed_at=gate, cancelled=order.status == OrderStatus.CANCELLED,
+                         cancellable=cancellable, items=tuple(items),
                          address=order.shipping_address, timeline=customer_timeline(rows))

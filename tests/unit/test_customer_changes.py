@@ -1,16 +1,30 @@
-"""Customer changes on SQLite through the real unit of work: cancel (jobs, stock, payment), and its refusals."""
+"""Customer changes on SQLite through the real unit of work: cancel (jobs, stock, payment), text, address and
+change requests, with every refusal; and the whitelist of what a customer reads on the timeline."""
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
-from core.errors import NotAllowed, NotFound
-from core.services.customer_changes import cancel_order
+from core.commands import Address
+from core.errors import NotAllowed, NotFound, ValidationFailed
+from core.services.customer_changes import (
+    AddressNotVerified,
+    cancel_order,
+    change_address,
+    change_texts,
+    customer_line,
+    order_page,
+    request_change,
+)
 from core.services.production import ProductionRules, batch_ready_jobs, route_order
-from core.states import HoldReason, OrderStatus
+from core.services.shipping import FieldError, Verification
+from core.states import HoldReason, JobStatus, OrderStatus
 from db import tables as t
 from tests.unit.test_render_stage import order_row, place, render
 
@@ -224,3 +238,169 @@ def test_a_void_that_fails_is_put_in_front_of_support_and_retried_by_cancelling_
     assert "payment.voided" in [kind for kind, _, _ in events(api, order_id)]
     with api.services.uow() as uow:
         assert uow.alerts.open(kinds=["payment"]) == []
+
+
+def test_a_job_at_the_partner_refuses_the_cancel_even_when_the_order_is_on_hold_before_the_gate(api):
+    # given an order held before the gate whose job nevertheless reached the partner (submitted while held)
+    order_id = place(api)
+    routed(api, order_id)
+    batched(api, release=True)
+    hold(api, order_id)
+    with api.services.uow() as uow:
+        [job] = uow.jobs.for_order(order_id)
+        job.advance(JobStatus.SUBMITTED, at=api.services.now(), source="worker:production")
+        uow.commit()
+    # then the cancel is refused, and the page offers none
+    with pytest.raises(NotAllowed, match="being handed to the print partner"):
+        cancel(api, order_id)
+    assert not page(api, order_id).cancellable
+
+
+# ---- text, address and change requests, below the HTTP layer -------------------------------------------------
+
+
+class VerifyingCarrier:
+    """The carrier port's address check, answering as told and counting the questions."""
+
+    def __init__(self, verification: Verification) -> None:
+        self.verification = verification
+        self.asked: list[Address] = []
+
+    def verify_address(self, address: Address) -> Verification:
+        self.asked.append(address)
+        return self.verification
+
+
+NEW_YORK = Address(name="Ada Lovelace", line1="350 5th Ave", city="New York", region="NY", postal_code="10118",
+                   country="US")
+LONDON_AGAIN = Address(name="Ada Lovelace", line1="221B Baker St", city="London", region="LND",
+                       postal_code="NW1 6XE", country="GB")
+
+
+def page(api, order_id: str):
+    with api.services.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(
+            select(t.order_events.c.at, t.order_events.c.type, t.order_events.c.payload)
+            .where(t.order_events.c.order_id == order_id))]
+    return order_page(order_id, uow=api.services.uow(), events=rows, batch_wait=timedelta(minutes=30))
+
+
+def test_new_text_on_an_order_not_yet_rendered_is_simply_used_by_the_render_to_come(api):
+    order_id = place(api)
+    queued = len(api.queued("render"))
+    svc = api.services
+    assert change_texts(order_id, 1, {"name": "Grace"}, uow=svc.uow(), now=svc.now()) == "changed"
+    assert order_row(api, order_id).status == OrderStatus.ACCEPTED
+    assert len(api.queued("render")) == queued  # the intake's message is still on its way
+    assert render(api, order_id) == "rendered"
+    with svc.engine.connect() as conn:
+        assert conn.scalar(select(t.order_lines.c.texts).where(t.order_lines.c.order_id == order_id)) == \
+            {"name": "Grace"}
+
+
+def test_the_same_text_again_changes_nothing(api):
+    order_id = place(api)
+    render(api, order_id)
+    svc = api.services
+    assert change_texts(order_id, 1, {"name": "  Ada "}, uow=svc.uow(), now=svc.now()) == "unchanged"
+    assert order_row(api, order_id).status == OrderStatus.READY_FOR_PRODUCTION
+
+
+def test_text_for_an_item_or_a_slot_the_order_does_not_have_is_refused(api):
+    order_id = place(api)
+    svc = api.services
+    with pytest.raises(NotFound, match="has no item 2"):
+        change_texts(order_id, 2, {"name": "Grace"}, uow=svc.uow(), now=svc.now())
+    with pytest.raises(ValidationFailed) as refused:
+        change_texts(order_id, 1, {"headline": "Grace"}, uow=svc.uow(), now=svc.now())
+    assert [(p.field, p.code) for p in refused.value.problems] == [("texts.headline", "unknown_text_slot")]
+
+
+def test_an_address_in_the_same_region_keeps_the_routing(api):
+    # given a London order routed and batched
+    order_id = place(api)
+    routed(api, order_id)
+    batched(api, release=False)
+    carrier = VerifyingCarrier(Verification(ok=True))
+    svc = api.services
+    # when the customer moves it across London
+    assert change_address(order_id, LONDON_AGAIN, uow=svc.uow(), carrier=carrier, now=svc.now()) == "changed"
+    # then the carrier was asked once and the job keeps its partner and batch
+    assert carrier.asked == [LONDON_AGAIN]
+    [job] = jobs(api, order_id)
+    assert job.status == "batched" and job.partner_id
+    assert change_address(order_id, LONDON_AGAIN, uow=svc.uow(), carrier=carrier, now=svc.now()) == "unchanged"
+    assert len(carrier.asked) == 1
+
+
+def test_an_unverified_address_carries_the_field_errors_and_suggestion_and_changes_nothing(api):
+    order_id = place(api)
+    fixed = NEW_YORK
+    carrier = VerifyingCarrier(Verification(ok=False, suggestion=fixed, errors=(
+        FieldError(field="postal_code", code="E.ZIP.INVALID", message="Postal code '1011' is not valid"),)))
+    svc = api.services
+    with pytest.raises(AddressNotVerified) as refused:
+        change_address(order_id, NEW_YORK, uow=svc.uow(), carrier=carrier, now=svc.now())
+    assert refused.value.suggestion == fixed
+    [problem] = refused.value.problems
+    assert problem.field == "address.postal_code" and problem.message.startswith("Please check the postal code")
+    with svc.uow() as uow:
+        assert uow.orders.get(order_id).shipping_address.country == "GB"
+
+
+def test_an_address_change_after_the_gate_never_asks_the_carrier(api):
+    order_id = place(api)
+    advance(api, order_id, OrderStatus.RENDERING, OrderStatus.READY_FOR_PRODUCTION, OrderStatus.IN_PRODUCTION)
+    carrier = VerifyingCarrier(Verification(ok=True))
+    with pytest.raises(NotAllowed, match="already in production"):
+        change_address(order_id, NEW_YORK, uow=api.services.uow(), carrier=carrier, now=api.services.now())
+    assert carrier.asked == []
+
+
+def test_a_change_request_is_one_inbox_entry_per_form_and_none_for_a_cancelled_order(api):
+    order_id = place(api)
+    svc = api.services
+    ask = functools.partial(request_change, order_id, uow=svc.uow(), now=svc.now())
+    assert ask("Please send it gift-wrapped", request_id="r1") == "requested"
+    assert ask("Please send it gift-wrapped", request_id="r1") == "already_requested"
+    assert ask("And a card saying happy birthday", request_id="r2") == "requested"
+    with svc.uow() as uow:
+        assert sorted(a["key"] for a in uow.alerts.open(kinds=["change_request"])) == [f"{order_id}:r1",
+                                                                                       f"{order_id}:r2"]
+    with pytest.raises(ValidationFailed):
+        ask("x" * 2001, request_id="r3")
+    cancel(api, order_id)
+    with pytest.raises(NotAllowed, match="was cancelled"):
+        ask("Actually, please send it", request_id="r4")
+
+
+# ---- what the customer reads ---------------------------------------------------------------------------------
+
+CUSTOMER_TYPES = {"order.received", "order.on_hold", "payment.voided", "customer.text_changed",
+                  "customer.address_changed", "customer.change_requested", "carrier.scan",
+                  *(f"order.{status}" for status in OrderStatus)}
+
+
+@given(kind=st.one_of(st.sampled_from(sorted(CUSTOMER_TYPES)), st.text(max_size=30)),
+       payload=st.fixed_dictionaries({}, optional={
+           "reason": st.sampled_from(["staff", "needs_address", "released", "customer"]),
+           "status": st.sampled_from(["in_transit", "delivered", "failure", "unknown"]),
+           "applied": st.booleans(), "location": st.sampled_from(["Boston MA US", None]),
+           "line_no": st.integers(1, 3)}))
+def test_only_whitelisted_timeline_rows_reach_the_customer_and_never_what_staff_wrote(kind, payload):
+    # given any timeline row, with what staff and partners put in it
+    payload = payload | {"note": "staff-only: refund them 10%", "user": "alice", "partner": "acme-print"}
+    # then rows of other types say nothing, and no line repeats the note, the staff member or the partner
+    line = customer_line(kind, payload)
+    if kind not in CUSTOMER_TYPES:
+        assert line is None
+    if line is not None:
+        assert "staff-only" not in line and "alice" not in line and "acme" not in line
+
+
+def test_the_page_of_a_held_order_offers_cancel_but_no_edits(api):
+    order_id = place(api)
+    hold(api, order_id)
+    view = page(api, order_id)
+    assert not view.editable and view.cancellable
+    assert "paused while our team looks into it" in view.not_editable_because
