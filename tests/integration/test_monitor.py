@@ -8,11 +8,13 @@ from datetime import datetime, timedelta
 import pytest
 import redis
 from dramatiq import Message
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
+from core.events import Noted
 from core.monitors import default_thresholds
 from core.services.monitor import save_thresholds
-from core.states import OrderStatus
+from core.services.shipping import SCAN_KIND
+from core.states import JobStatus, OrderStatus
 from db import tables as t
 from sims.smtp_sink import SmtpSink, free_port
 from tests.conftest import settings_for
@@ -230,3 +232,40 @@ def test_stored_thresholds_that_cannot_work_keep_the_defaults_and_say_so(pg_url,
     assert [a["key"] for a in open_alerts(c, "stuck")] == ["order:accepted"]
     [config] = open_alerts(c, "monitor_config")
     assert "orders.accepted" in config["message"] and "defaults apply" in config["message"]
+
+
+def test_a_silent_parcel_and_a_stuck_print_job_open_alerts_that_clear_on_a_scan_and_a_move(pg_url, redis_url,
+                                                                                             tmp_path, sink):
+    # given a shipped order whose parcel was bought four days ago and never scanned, and a printed job that QA
+    # has not looked at for twice its deadline
+    api, c = system(pg_url, tmp_path, smtp_port=sink.smtp_port)
+    order = place(api)
+    c.clock = c.now()
+    bought = c.clock - timedelta(days=c.settings.no_scan_days + 1)
+    printed = c.clock - timedelta(seconds=2 * c.settings.job_deadlines_s[JobStatus.PRINTED])
+    with c.engine.begin() as conn:
+        [line_id] = conn.scalars(select(t.order_lines.c.id).where(t.order_lines.c.order_id == order["id"]))
+        conn.execute(insert(t.shipments).values(id="shp_monitor", order_id=order["id"], status="purchased",
+                                                tracking_code="1ZMONITOR", created_at=bought,
+                                                status_changed_at=bought, version=1))
+        conn.execute(insert(t.print_jobs).values(id="job_monitor", order_id=order["id"], line_id=line_id,
+                                                 unit_index=1, status="printed", created_at=printed,
+                                                 status_changed_at=printed, version=1))
+    # when the monitor runs
+    monitor(c)
+    # then one silent-parcel alert names the order and its tracking code, and one stuck-job alert the job
+    [silent] = open_alerts(c, "silent_parcel")
+    assert f"{order['number']} (1ZMONITOR)" in silent["message"] and silent["severity"] == "warning"
+    [job] = open_alerts(c, "stuck")
+    assert job["key"] == "job:printed" and f"{order['number']} #1" in job["message"]
+    assert job["details"]["ids"] == ["job_monitor"]
+    # when the carrier scans the parcel and QA passes the job, the next run clears both
+    with c.uow() as uow:
+        uow.timeline.add(Noted(order_id=order["id"], at=c.clock, source="carrier:easypost", kind=SCAN_KIND,
+                               key="scan:monitor-test"))
+        uow.commit()
+    with c.engine.begin() as conn:
+        conn.execute(update(t.print_jobs).where(t.print_jobs.c.id == "job_monitor")
+                     .values(status="qa_passed", status_changed_at=c.clock))
+    assert set(monitor(c).cleared) == {("silent_parcel", "shipments"), ("stuck", "job:printed")}
+    assert open_alerts(c, "silent_parcel") == open_alerts(c, "stuck") == []
