@@ -463,8 +463,7 @@ def create_user(username: str, role: str, password: str, *, uow, actor: str, at:
     return name
 
 
-def _keep_a_manager(uow, user: Mapping[str, Any], *, losing: str) -> None:
-    managers = uow.staff.active_managers()
+def _keep_a_manager(managers: list[str], user: Mapping[str, Any], *, losing: str) -> None:
     if user["role"] == Role.MANAGER and user["active"] and managers == [user["username"]]:
         raise AdminInvalid(f"{user['username']} is the last active manager: {losing} would leave nobody to run the "
                            "admin pages. Make someone else a manager first.")
@@ -478,6 +477,7 @@ def set_user_active(username: str, active: bool, *, uow, actor: str, at: datetim
         AdminInvalid: disabling yourself, or the last active manager; or no change.
     """
     with uow:
+        managers = uow.staff.active_managers()  # locked first, in one order, so concurrent changes serialise
         user = uow.staff.get(username, lock=True)
         if user is None:
             raise NotFound(f"There is no staff account {username!r}.")
@@ -486,7 +486,7 @@ def set_user_active(username: str, active: bool, *, uow, actor: str, at: datetim
         if user["active"] == active:
             raise AdminInvalid(f"{username} is already {'enabled' if active else 'disabled'}.")
         if not active:
-            _keep_a_manager(uow, user, losing="disabling them")
+            _keep_a_manager(managers, user, losing="disabling them")
         # Re-enabling also clears a lockout, so the person can sign in straight away.
         uow.staff.update(username, active=active, **({"failed_logins": 0, "locked_until": None} if active else {}))
         _audit(uow, actor=actor, action=SET_USER_ACTIVE, target_type="staff_user", target_id=username,
@@ -503,13 +503,14 @@ def change_role(username: str, role: str, *, uow, actor: str, at: datetime) -> N
     """
     member = _role(role)
     with uow:
+        managers = uow.staff.active_managers()
         user = uow.staff.get(username, lock=True)
         if user is None:
             raise NotFound(f"There is no staff account {username!r}.")
         if user["role"] == member:
             raise AdminInvalid(f"{username} is a {member} already.")
         if member != Role.MANAGER:
-            _keep_a_manager(uow, user, losing="changing their role")
+            _keep_a_manager(managers, user, losing="changing their role")
         uow.staff.update(username, role=member)
         _audit(uow, actor=actor, action=CHANGE_ROLE, target_type="staff_user", target_id=username,
                before={"role": user["role"]}, after={"role": str(member)}, at=at)
