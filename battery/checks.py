@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from battery import lifecycle, webhooks
+from battery import lifecycle, uploads, webhooks
 from battery.framework import Check
 
 CHECKS: dict[str, Check] = {c.name: c for c in (
@@ -12,4 +12,6 @@ CHECKS: dict[str, Check] = {c.name: c for c in (
           "forged, tampered, unsigned, replayed partner/carrier/Shopify webhooks → 100 % refused, 0 effects, logged"),
  Check("lifecycle-model", lifecycle.lifecycle_model,
           "hypothesis state machine of the order lifecycle: ≤ 1 label and partner job per attempt, legal moves only"),
+ Check("uploads-hostile", uploads.hostile_uploads,
+          "hostile upload corpus refused with specific codes within 2 s / 512 MB; 50 benign files normalised"),
 )}
