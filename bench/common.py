@@ -152,11 +152,11 @@ class Stack:
         env.pop("DRAMATIQ_PROM_PORT", None)
         return env
 
-    def start(self, name: str, *argv: str) -> Process:
+    def start(self, name: str, *argv: str, **env: str) -> Process:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.workdir / f"{name}.log"
-        popen = subprocess.Popen(argv, cwd=ROOT, env=self.env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+        popen = subprocess.Popen(argv, cwd=ROOT, env={**self.env(), **env}, stdout=log.open("w"),
+                                 stderr=subprocess.STDOUT, start_new_session=True)
         process = Process(name=name, popen=popen, log=log)
         self.processes.append(process)
         return process

@@ -1,0 +1,267 @@
+"""Pipeline benchmark: orders/hour from accepted to delivered, the whole system running, sims at zero delay.
+
+    python -m bench.pipeline [--mode cached|unique|both] [--orders 300] [--timeout 1800]
+
+The Procfile's processes on PostgreSQL + Redis: the API, 2 worker processes (every queue), the scheduler, the
+partner sim (--instant, no defects), the carrier sim (a day in transit takes a fraction of a second), the
+SMTP sink and the SMS sim. Orders go in through POST /v1/orders from a second process as fast as it accepts
+them; throughput is orders / (last delivered - first submitted).
+
+- cached: popular designs (one artwork, one text: render cache hits after the first). Baseline: the database
+  ceiling, pgbench TPS measured in the same run divided by the transactions one order costs (counted from
+  pg_stat_database over the run). Goal: >= 100,000 orders/hour; the ratio to the ceiling is reported.
+- unique: every order's text differs, so every print file is rendered at full print resolution. Baseline:
+  render + QA cost per order measured alone on this machine, spread over its cores. Goal: >= 3,600 orders/hour.
+The lag benchmark (bench.lag) reuses this harness at half the sustained rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+
+import httpx
+from PIL import Image
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from tqdm import tqdm
+
+from bench.common import (
+    BIN,
+    PG_SERVER,
+    Stack,
+    flush_redis,
+    free_port,
+    result_line,
+    running,
+    say,
+    scratch_database,
+    wait_http,
+)
+
+SKU = "TEE-DTG-BLK-M"
+
+
+@dataclass
+class System:
+    stack: Stack
+    api_url: str
+
+
+def start_system(stack: Stack, *, workers: int = 2, threads: int = 8) -> System:
+    """Every process of the Procfile on free ports, sims at zero delay, `workers` worker processes."""
+    api_port, partner_port, carrier_port, smtp_port, mail_http, sms_port = (free_port() for _ in range(6))
+    api_url = f"http://127.0.0.1:{api_port}"
+    stack.extra_env.update({
+        "PRESSROOM_API_URL": api_url, "PRESSROOM_SELF_SERVICE_URL": api_url,
+        "PARTNER_API_BASE": f"http://127.0.0.1:{partner_port}",
+        "EASYPOST_API_BASE": f"http://127.0.0.1:{carrier_port}/v2",
+        "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port), "SMS_URL": f"http://127.0.0.1:{sms_port}",
+        "BATCH_MAX_WAIT_S": "1", "RECONCILE_EVERY_S": "2", "PARTNER_RATE_PER_S": "1000",
+        "EASYPOST_RATE_PER_S": "1000", "QA_UNDO_WINDOW_S": "5", "QA_REVIEW_FIRST_PRINTS": "0"})
+    stack.start("api", str(BIN / "uvicorn"), "api.asgi:app", "--host", "127.0.0.1", "--port", str(api_port),
+                "--log-level", "warning", "--no-access-log")
+    for n in range(workers):
+        stack.start(f"worker{n}", sys.executable, "-m", "workers", "workers.actors", "--processes", "1",
+                    "--threads", str(threads), dramatiq_prom_port=str(free_port()))
+    stack.start("scheduler", sys.executable, "-m", "workers.scheduler")
+    stack.start("partners", sys.executable, "-m", "sims.partner", "--port", str(partner_port), "--instant",
+                "--callback-base", api_url, "--defect-rate", "0", "--duplicate-rate", "0", "--reorder-rate", "0")
+    stack.start("carrier", sys.executable, "-m", "sims.carrier", "--port", str(carrier_port), "--time-scale",
+                "10000000", "--webhook-url", f"{api_url}/webhooks/carrier/easypost")
+    stack.start("mail", sys.executable, "-m", "sims.smtp_sink", "--smtp-port", str(smtp_port), "--http-port",
+                str(mail_http))
+    stack.start("sms", sys.executable, "-m", "sims.sms", "--port", str(sms_port))
+    wait_http(f"{api_url}/healthz", stack.processes[0])
+    return System(stack=stack, api_url=api_url)
+
+
+def upload_artwork(api_url: str) -> str:
+    image = Image.new("RGB", (3000, 3600), (30, 90, 200))
+    for x in range(0, 3000, 300):  # some structure, so QA has edges to register on
+        image.paste((240, 200, 20), (x, x, x + 150, x + 150))
+    data = io.BytesIO()
+    image.save(data, format="PNG")
+    response = httpx.post(f"{api_url}/v1/artwork", files={"file": ("art.png", data.getvalue(), "image/png")},
+                          timeout=120)
+    response.raise_for_status()
+    return response.json()["id"]
+
+
+def order_body(artwork_id: str, n: int, *, unique: bool) -> dict:
+    return {"external_id": f"PIPE-{uuid.uuid4().hex[:12]}", "channel": "storefront",
+            "customer": {"name": "Ada Lovelace", "email": f"ada+{n}@example.com", "phone": "+44 20 7946 0958"},
+            "shipping_address": {"name": "Ada Lovelace", "line1": "388 Townsend St", "city": "San Francisco",
+                                 "region": "CA", "postal_code": "94107", "country": "US"},
+            "shipping_speed": "standard",
+            "lines": [{"sku": SKU, "quantity": 1, "artwork_id": artwork_id,
+                       "texts": {"headline": f"Crew {n:05d}" if unique else "Best Dad Ever"}}]}
+
+
+async def submit(api_url: str, artwork_id: str, orders: int, *, unique: bool, clients: int = 8,
+                 pace_per_s: float | None = None) -> list[str]:
+    """Post the orders (closed loop, or paced at `pace_per_s`); returns the accepted order ids."""
+    accepted: list[str] = []
+    numbers = iter(range(orders))
+    started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=api_url, timeout=60) as client:
+        async def one_client() -> None:
+            for n in numbers:
+                if pace_per_s:
+                    await asyncio.sleep(max(0.0, started + n / pace_per_s - time.perf_counter()))
+                response = await client.post("/v1/orders", json=order_body(artwork_id, n, unique=unique),
+                                             headers={"Idempotency-Key": uuid.uuid4().hex})
+                if response.status_code in (200, 201):
+                    accepted.append(response.json()["id"])
+                else:
+                    say(f"  order {n} refused: {response.status_code} {response.text[:200]}")
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+    return accepted
+
+
+def commits(url: str) -> int:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        value = conn.execute(text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
+        count = int(value.scalar_one())
+    engine.dispose()
+    return count
+
+
+def wait_delivered(url: str, order_ids: list[str], *, timeout: float) -> tuple[float | None, dict[str, int]]:
+    """Poll until every order is delivered; returns when the last one was, and the final status counts."""
+    engine = create_engine(url)
+    deadline = time.monotonic() + timeout
+    counts: dict[str, int] = {}
+    with tqdm(total=len(order_ids), desc="delivered", unit="order") as bar:
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                counts = dict(conn.execute(text("SELECT status, count(*) FROM orders GROUP BY status")).all())
+            delivered = counts.get("delivered", 0)
+            bar.update(delivered - bar.n)
+            with engine.connect() as conn:
+                waiting_for_human = conn.execute(text(
+                    "SELECT count(DISTINCT order_id) FROM inspections WHERE status = 'needs_review'")).scalar_one()
+            counts["awaiting inspector"] = waiting_for_human
+            if delivered + waiting_for_human >= len(order_ids):
+                with engine.connect() as conn:
+                    last = conn.execute(text("SELECT max(status_changed_at) FROM orders")).scalar_one()
+                engine.dispose()
+                return last.timestamp(), counts
+            time.sleep(2)
+    engine.dispose()
+    return None, counts
+
+
+def pgbench_tps(seconds: int = 15) -> float:
+    """TPC-B-like TPS of this PostgreSQL, now, on a scratch database (scale 10, 8 clients)."""
+    admin = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+    name = f"pressroom_pgbench_{uuid.uuid4().hex[:6]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_SERVER).set(database=name)
+    args = ["-h", url.host or "127.0.0.1", "-p", str(url.port or 5432), "-U", url.username or "postgres"]
+    env = {**os.environ, "PGPASSWORD": url.password or ""}
+    try:
+        subprocess.run(["pgbench", *args, "-i", "-s", "10", "-q", name], env=env, check=True, capture_output=True)
+        done = subprocess.run(["pgbench", *args, "-c", "8", "-j", "2", "-T", str(seconds), name], env=env,
+                              check=True, capture_output=True, text=True)
+        return float(re.search(r"tps = ([\d.]+)", done.stdout).group(1))
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def render_and_qa_seconds() -> float:
+    """One full-resolution render of the tee template plus one inspection of its print, alone, in seconds."""
+    import numpy as np
+
+    from core.qa import inspect
+    from core.render import render_asset
+    from db.seed import load_catalogue
+
+    product = next(p for p in load_catalogue()["products"] if any(v["sku"] == SKU for v in p["variants"]))
+    spec = product["template"]
+    artwork = Image.new("RGB", (3000, 3600), (30, 90, 200))
+    samples = []
+    for n in range(3):
+        started = time.perf_counter()
+        asset = render_asset(spec, artwork=artwork, texts={spec["texts"][0]["name"]: f"Crew {n:05d}"},
+                             product_type=product["product_type"], print_method=product["print_method"],
+                             colour=product["variants"][0]["colour"])
+        with Image.open(io.BytesIO(asset.print_png)) as image:
+            reference = np.asarray(image.convert("RGBA"))
+        photo = np.asarray(Image.open(io.BytesIO(asset.print_png)).convert("RGB").resize((1500, 1800)))
+        inspect(reference, photo, dpi=float(spec["dpi"]))
+        samples.append(time.perf_counter() - started)
+    return sorted(samples)[1]
+
+
+def no_spot_checks(url: str) -> None:
+    """No inspector takes part in a benchmark: no sampled reviews (doubtful prints still wait for one)."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO settings (key, value, updated_at, updated_by) "
+                          "VALUES ('qa_rules', :value, now(), 'bench')"), {"value": '{"spot_check_rate": 0}'})
+    engine.dispose()
+
+
+def run_mode(mode: str, orders: int, timeout: float) -> dict:
+    unique = mode == "unique"
+    flush_redis()
+    with scratch_database("pressroom_pipe") as url, running(Stack(url)) as stack:
+        no_spot_checks(url)
+        system = start_system(stack)
+        artwork_id = upload_artwork(system.api_url)
+        say(f"pipeline-{mode}: {orders} orders ({'unique designs' if unique else 'popular designs'})")
+        before = commits(url)
+        started = time.time()
+        accepted = asyncio.run(submit(system.api_url, artwork_id, orders, unique=unique))
+        submitted_s = time.time() - started
+        last, counts = wait_delivered(url, accepted, timeout=timeout)
+        per_order = (commits(url) - before) / max(1, len(accepted))
+    flush_redis()
+    if last is None:
+        say(f"  not all delivered within {timeout:.0f} s: {counts}")
+    elapsed = (last or time.time()) - started
+    per_hour = counts.get("delivered", 0) / elapsed * 3600
+    print(f"\npipeline-{mode}: {counts.get('delivered', 0)}/{len(accepted)} delivered in {elapsed:.0f} s "
+          f"(submitted in {submitted_s:.0f} s) = {per_hour:,.0f} orders/hour; statuses {counts}")
+    print(f"  {per_order:.1f} committed transactions per order (pg_stat_database, whole system)")
+    if unique:
+        seconds = render_and_qa_seconds()
+        cores = os.cpu_count() or 1
+        ceiling = cores * 3600 / seconds
+        print(f"  baseline: render + QA alone {seconds:.2f} s per order x {cores} cores = {ceiling:,.0f} orders/hour")
+        return result_line("pipeline-unique", ours=per_hour, baseline=ceiling, unit="orders/hour",
+                           goal=">= 3,600 orders/hour", orders=len(accepted), delivered=counts.get("delivered", 0),
+                           render_qa_s=round(seconds, 2), transactions_per_order=round(per_order, 1))
+    tps = pgbench_tps()
+    ceiling = tps * 3600 / per_order
+    print(f"  baseline: pgbench {tps:,.0f} TPS / {per_order:.1f} transactions per order = {ceiling:,.0f} orders/hour")
+    return result_line("pipeline-cached", ours=per_hour, baseline=ceiling, unit="orders/hour",
+                       goal=">= 100,000 orders/hour", orders=len(accepted), delivered=counts.get("delivered", 0),
+                       pgbench_tps=round(tps), transactions_per_order=round(per_order, 1))
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=["cached", "unique", "both"], default="both")
+    parser.add_argument("--orders", type=int, default=300)
+    parser.add_argument("--timeout", type=float, default=1800)
+    args = parser.parse_args(argv)
+    modes = ["cached", "unique"] if args.mode == "both" else [args.mode]
+    return [run_mode(mode, args.orders, args.timeout) for mode in modes]
+
+
+if __name__ == "__main__":
+    main()
