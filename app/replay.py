@@ -14,7 +14,15 @@ from adapters.deadletters import RedisDeadLetters
 from app import actions, bootstrap
 from core.commands import QUEUES
 from core.errors import PressroomError
-from core.replay import REPLAY, DeadLetterStore, ItemKind, ReplayFilter, ReplayItem, ReplayOutcome
+from core.replay import (
+    REPLAY,
+    DeadLetterStore,
+    DeadLettersUnavailable,
+    ItemKind,
+    ReplayFilter,
+    ReplayItem,
+    ReplayOutcome,
+)
 from core.services import replay as service
 
 STAGES = QUEUES
@@ -93,18 +101,29 @@ def _row(item: ReplayItem, reason: str | None) -> dict[str, Any]:
             "what": item.summary, "replay": reason or "yes"}
 
 
+class _Unreachable:
+    """Stands for the dead letters while Redis does not answer: none listed, none replayed."""
+
+    def dead_letters(self) -> list[ReplayItem]:
+        return []
+
+    def replay(self, item: ReplayItem, *, at) -> bool:
+        return False
+
+
 def dry_run(selection: ReplayFilter, chosen: list[str] | None = None) -> dict[str, Any]:
-    """What a replay would do now: error (a sentence, when nothing can be read), count, dead_letters, webhooks,
-    items (a frame of every matching item; its `replay` column says "yes" or why not), would (the items it
-    would replay) and keys (theirs)."""
+    """What a replay would do now: warning (a sentence, when the dead letters can't be read: the failed
+    webhooks are still listed), count, dead_letters, webhooks, items (a frame of every matching item; its
+    `replay` column says "yes" or why not), would (the items it would replay) and keys (theirs)."""
+    warning = None
     try:
         plan = service.dry_run(_reader(), dead_letter_store(), selection, now=bootstrap.now(), chosen=chosen or None)
-    except PressroomError as error:
-        return {"error": error.message, "count": 0, "dead_letters": 0, "webhooks": 0, "keys": [],
-                "items": pd.DataFrame(columns=COLUMNS), "would": pd.DataFrame(columns=PLAN_COLUMNS)}
+    except DeadLettersUnavailable as error:
+        warning = error.message
+        plan = service.dry_run(_reader(), _Unreachable(), selection, now=bootstrap.now(), chosen=chosen or None)
     rows = [_row(item, None) for item in plan.replay] + [_row(item, why) for item, why in plan.skipped]
     items = pd.DataFrame(rows, columns=COLUMNS).sort_values("failed", kind="stable")
-    return {"error": None, "count": plan.count, "dead_letters": len(plan.dead_letters),
+    return {"warning": warning, "count": plan.count, "dead_letters": len(plan.dead_letters),
             "webhooks": len(plan.webhooks), "keys": [item.key for item in plan.replay], "items": items,
             "would": items.loc[items["replay"] == "yes", PLAN_COLUMNS]}
 

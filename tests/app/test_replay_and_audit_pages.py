@@ -136,12 +136,22 @@ def test_a_contradictory_age_filter_says_what_to_fix_and_lists_nothing(broker_re
     assert not olive.dataframe
 
 
-def test_when_redis_does_not_answer_the_console_says_so(database_url, monkeypatch):
+def test_when_redis_does_not_answer_the_console_says_so_and_still_lists_failed_webhooks(database_url, engine,
+                                                                                        monkeypatch):
+    webhook = failed_webhook(engine)
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")  # nothing listens on the discard port
     olive = signed_in(Role.OPS_MANAGER, CONSOLE)
-    [error] = olive.error
-    assert "The broker's Redis did not answer" in error.value and "try again shortly" in error.value
-    assert not olive.exception
+    [warning] = olive.warning
+    assert "The broker's Redis did not answer" in warning.value and "dead letters" in warning.value
+    assert not olive.exception and not olive.error
+    assert listed(olive)["key"].tolist() == [webhook]
+    # and a replay now is refused before anything changes: it can't see the dead letters it would move
+    olive.button(key=f"{CONSOLE}.dry_run").click().run()
+    olive.button(key=f"{CONSOLE}.replay").click().run()
+    assert any("did not answer" in e.value for e in olive.error)
+    with engine.connect() as conn:
+        assert conn.scalar(select(t.webhook_inbox.c.status)) == "rejected"
+        assert conn.execute(select(t.audit_log).where(t.audit_log.c.action == "replay.run")).all() == []
 
 
 # ---- audit log ------------------------------------------------------------------------------------------------
