@@ -33,6 +33,7 @@ from core.replay import (
     replayed_message,
     why_not_replayable,
 )
+from core.services import replay as service
 from db import tables as t
 from db.audit import AuditRepository
 
@@ -290,3 +291,93 @@ def test_the_database_refuses_to_change_or_remove_an_audit_row(sqlite_url, state
     with engine.connect() as conn:
         assert conn.execute(a.select()).one().actor == "olga"
     engine.dispose()
+
+
+# ---- the service, on a real database, with a fake dead-letter store --------------------------------------
+
+
+class FakeDeadLetters:
+    """The DeadLetterStore port in memory: letters listed until replayed; `taken` ones another console took."""
+
+    def __init__(self, letters: list[ReplayItem], *, taken: frozenset[str] = frozenset()) -> None:
+        self.letters = {letter.key: letter for letter in letters}
+        self.taken = taken
+        self.replayed: list[str] = []
+
+    def dead_letters(self) -> list[ReplayItem]:
+        return list(self.letters.values())
+
+    def replay(self, item: ReplayItem, *, at: datetime) -> bool:
+        if self.letters.pop(item.key, None) is None or item.key in self.taken:
+            return False
+        self.replayed.append(item.key)
+        return True
+
+
+@pytest.fixture
+def store(seeded_sqlite):
+    """A unit of work on a migrated, seeded SQLite database whose deferred messages go to a StubBroker."""
+    from dramatiq.brokers.stub import StubBroker
+
+    from adapters.broker import DramatiqBus
+    from tests.conftest import settings_for
+
+    db.configure(settings_for(seeded_sqlite))
+    engine = db.make_engine(seeded_sqlite)
+    broker = StubBroker()
+    for queue in QUEUES:
+        broker.declare_queue(queue)
+    yield engine, lambda: db.SqlUnitOfWork(db.make_session_factory(engine), DramatiqBus(broker)), broker
+    engine.dispose()
+
+
+def _rejected_partner_event(engine, *, partner: str = "inkhaus") -> int:
+    with engine.begin() as conn:
+        conn.execute(insert(t.webhook_inbox).values(
+            source=f"partner:{partner}", event_id="evt_1", topic="job.status", body="{}",
+            received_at=NOW - timedelta(hours=2), processed_at=NOW - timedelta(hours=2), status="rejected",
+            error="unknown job"))
+        return conn.execute(t.webhook_inbox.select()).one().id
+
+
+def _letter(actor: str, kwargs: dict, *, queue: str, n: int = 1) -> ReplayItem:
+    message = Message(queue_name=queue, actor_name=actor, args=(), kwargs=kwargs, options={"retries": 10}).asdict()
+    return dead_letter(queue, f"r-{n}", message, dead_at=NOW - timedelta(hours=1))
+
+
+def test_a_dead_letter_that_applies_a_webhook_carries_that_webhooks_partner(store):
+    engine, uow, _ = store
+    inbox_id = _rejected_partner_event(engine)
+    letters = FakeDeadLetters([_letter("webhooks.apply_partner_event", {"inbox_id": inbox_id}, queue="webhooks"),
+                               _letter("render.render_asset", {"order_id": "o-1"}, queue="render", n=2)])
+    plan = service.dry_run(uow(), letters, ReplayFilter(source="inkhaus"), now=NOW)
+    assert sorted(i.key for i in plan.replay) == ["dlq:webhooks:r-1", f"inbox:{inbox_id}"]
+
+
+def test_a_replay_audits_first_then_moves_dead_letters_and_reports_those_already_gone(store):
+    # given a rejected partner webhook and two dead letters, one of which another console replays meanwhile
+    engine, uow, broker = store
+    inbox_id = _rejected_partner_event(engine)
+    letters = FakeDeadLetters([_letter("render.render_asset", {"order_id": "o-1"}, queue="render"),
+                               _letter("render.render_asset", {"order_id": "o-2"}, queue="render", n=2)],
+                              taken=frozenset({"dlq:render:r-2"}))
+    # when the ops manager replays everything
+    outcome = service.replay(uow(), letters, ReplayFilter(), actor="olive", now=NOW, new_id=lambda p: f"{p}_1")
+    # then one dead letter moved, one was gone, the webhook was re-opened and its apply command queued
+    assert (outcome.run_id, outcome.dead_letters, outcome.gone) == ("rpl_1", ("dlq:render:r-1",), ("dlq:render:r-2",))
+    assert outcome.webhooks == (f"inbox:{inbox_id}",)
+    with engine.connect() as conn:
+        row = conn.execute(t.webhook_inbox.select()).one()
+        [audited] = conn.execute(t.audit_log.select()).all()
+    assert (row.status, row.error, row.redriven_at) == ("received", None, NOW)
+    assert [(m.actor_name, m.kwargs) for m in map(Message.decode, broker.queues["webhooks"].queue)] == [
+        ("webhooks.apply_partner_event", {"inbox_id": inbox_id})]
+    # and the audit row names all three (what was selected), with the counts
+    assert (audited.actor, audited.action, audited.target_id) == ("olive", "replay.run", "rpl_1")
+    assert audited.after == {"dead_letters": 2, "webhooks": 1, "skipped": 0}
+    # and a second replay at once finds nothing: the webhook is being applied, the letters are gone
+    again = service.replay(uow(), letters, ReplayFilter(), actor="olive", now=NOW + timedelta(seconds=30),
+                           new_id=lambda p: f"{p}_2")
+    assert (again.count, again.run_id) == (0, None)
+    with engine.connect() as conn:
+        assert len(conn.execute(t.audit_log.select()).all()) == 1
