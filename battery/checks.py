@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from battery import lifecycle, uploads, webhooks
+from battery import lifecycle, staff_auth, uploads, webhooks
 from battery.framework import Check
 
 CHECKS: dict[str, Check] = {c.name: c for c in (
@@ -14,4 +14,6 @@ CHECKS: dict[str, Check] = {c.name: c for c in (
           "hypothesis state machine of the order lifecycle: ≤ 1 label and partner job per attempt, legal moves only"),
  Check("uploads-hostile", uploads.hostile_uploads,
           "hostile upload corpus refused with specific codes within 2 s / 512 MB; 50 benign files normalised"),
+ Check("staff-auth", staff_auth.staff_auth,
+          "1,000 wrong passwords → 0 successes, locked after ≤ 10; role × page × action matrix; disabled mid-session"),
 )}
