@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 import plotly.express as px
@@ -203,17 +203,31 @@ def shipments_table(shipments: list[Mapping[str, Any]]) -> None:
     st.dataframe(rows, hide_index=True)
 
 
-def timeline_list(events: list[Mapping[str, Any]]) -> None:
-    """Newest first: when and by whom on the left, what happened on the right, the raw payload on demand."""
+NOTIFICATION_LINES = ("notification.sent", "notification.failed", "notification.unknown", "notification.skipped")
+"""Timeline types of a customer message (payload: milestone, channel): the lines support can resend from."""
+
+
+def timeline_list(events: list[Mapping[str, Any]], *,
+                  on_resend: Callable[[str, str], Any] | None = None) -> None:
+    """Newest first: when and by whom on the left, what happened on the right, the raw payload on demand.
+
+    With `on_resend`, each customer message's line has a Resend button calling it with (milestone, channel).
+    """
     if not events:
         st.caption("No events recorded for this order.")
         return
     with st.container(border=True):
-        for event in events:
+        for index, event in enumerate(events):
             left, right = st.columns([1, 4], gap="medium")
             left.caption(f"{when(event['at'])}  \nby {plain(event['source'])}")
             summary = describe_event(event["type"], event["payload"])
             right.markdown(f"**{plain(event['type'])}** — {plain(summary)}")
+            payload = event["payload"] or {}
+            if on_resend is not None and event["type"] in NOTIFICATION_LINES and payload.get("milestone") \
+                    and payload.get("channel"):
+                right.button("Resend", key=f"timeline.resend.{index}", icon=":material/forward_to_inbox:",
+                             on_click=on_resend, args=(str(payload["milestone"]), str(payload["channel"])),
+                             help=f"Send the {humanise(payload['milestone'])} {payload['channel']} once more")
             if event["payload"]:
                 with right.expander("payload"):
                     st.json(event["payload"])
@@ -397,3 +411,33 @@ def verdict_line(given: dict) -> str:
     """One of the inspector's verdicts still waiting out its undo window."""
     what = "approved" if given["pending_verdict"] == "approve" else f"rejected ({given['pending_reason']})"
     return f"Order {given['order_number']}: {what} at {given['decided_at']:%H:%M:%S} — takes effect shortly."
+
+
+# ---- exception inbox -----------------------------------------------------------------------------------------
+
+EXCEPTION_KINDS: Mapping[str, str] = {"address": "Address problems", "carrier": "Parcel problems",
+                                      "notification": "Failed notifications", "change_request": "Change requests"}
+
+
+def exception_counts(counts: Mapping[str, int]) -> None:
+    """Open entries per kind, one tile each."""
+    for column, (kind, count) in zip(st.columns(len(counts) or 1), counts.items(), strict=False):
+        column.metric(EXCEPTION_KINDS.get(kind, humanise(kind)), count, border=True)
+
+
+def exception_entry(entry: Mapping[str, Any]) -> None:
+    """What happened to which order, since when, and what the customer asked for (a change request)."""
+    severity = {"critical": "red", "warning": "orange"}.get(entry["severity"], "gray")
+    order = plain(entry["order_number"] or "no order")
+    st.markdown(f"**#{entry['id']} · {order}** :{severity}-badge[{plain(humanise(entry['kind']))}] "
+                + (badge(entry["order_status"]) if entry["order_status"] else ""))
+    st.markdown(plain(entry["message"]))
+    facts = [f"open since {when(entry['opened_at'])} ({ago(entry['opened_at'])})"]
+    if entry.get("hold_reason"):
+        facts.append(f"on hold: {humanise(entry['hold_reason'])}")
+    if entry.get("tracking_code"):
+        facts.append(f"parcel {plain(entry['tracking_code'])} ({humanise(entry['shipment_status'] or '?')})")
+    st.caption(" · ".join(facts))
+    request = (entry.get("details") or {}).get("request")
+    if request:
+        st.markdown(f"> {plain(request)}")

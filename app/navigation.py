@@ -26,6 +26,7 @@ SPECS: Mapping[str, PageSpec] = MappingProxyType({
     "metrics": PageSpec(title="Metrics", icon=":material/query_stats:"),
     "replay_console": PageSpec(title="Replay console", icon=":material/replay:"),
     "audit_log": PageSpec(title="Audit log", icon=":material/history_edu:"),
+    "exception_inbox": PageSpec(title="Exception inbox", icon=":material/report:"),
     "admin_partners": PageSpec(title="Admin · partners", icon=":material/factory:"),
     "admin_templates": PageSpec(title="Admin · templates", icon=":material/design_services:"),
     "admin_rules": PageSpec(title="Admin · rules", icon=":material/rule:"),

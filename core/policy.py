@@ -12,6 +12,7 @@ from core.states import Role
 _ALL = frozenset(Role)
 _R = Role
 _PRODUCTION = frozenset({_R.OPS_MANAGER, _R.MANAGER})  # who steers batches and production rules
+_SUPPORT = frozenset({_R.SUPPORT_AGENT, _R.OPS_MANAGER, _R.MANAGER})  # who acts on customers' orders
 
 PAGES: Mapping[str, frozenset[Role]] = MappingProxyType({
     "control_room": _ALL,
@@ -21,6 +22,7 @@ PAGES: Mapping[str, frozenset[Role]] = MappingProxyType({
     "metrics": frozenset({_R.MANAGER, _R.OPS_MANAGER}),
     "replay_console": frozenset({_R.OPS_MANAGER, _R.MANAGER}),
     "audit_log": frozenset({_R.MANAGER, _R.OPS_MANAGER}),
+    "exception_inbox": _SUPPORT,
     "admin_partners": frozenset({_R.MANAGER}),
     "admin_templates": frozenset({_R.MANAGER}),
     "admin_rules": frozenset({_R.MANAGER}),
@@ -40,6 +42,13 @@ ACTIONS: Mapping[str, frozenset[Role]] = MappingProxyType({
     "qa.approve": frozenset({_R.QA_INSPECTOR}),
     "qa.reject": frozenset({_R.QA_INSPECTOR}),
     "replay.run": frozenset({_R.OPS_MANAGER, _R.MANAGER}),
+    "exception.verify_address": _SUPPORT,
+    "exception.reship": _SUPPORT,
+    "exception.refund": _SUPPORT,
+    "exception.contact": _SUPPORT,
+    "exception.resolve": _SUPPORT,
+    "notification.resend": _SUPPORT,
+    "order.cancel": _SUPPORT,
     "qa.undo": frozenset({_R.QA_INSPECTOR}),
     "alert.acknowledge": frozenset({_R.OPS_MANAGER, _R.MANAGER, _R.SUPPORT_AGENT}),
     "monitor.edit_thresholds": frozenset({_R.OPS_MANAGER, _R.MANAGER}),

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import auth, queries
+from app import auth, queries, support
 from app import components as ui
 
 PAGE = "order_timeline"
@@ -38,6 +38,14 @@ ui.print_files(queries.order_assets(selected))
 st.subheader("Print jobs")
 ui.jobs_table(detail["jobs"])
 ui.shipments_table(detail["shipments"])
+if support.cancellable(detail["order"]):
+    with st.expander("Cancel this order", icon=":material/cancel:"):
+        st.caption("Before the production gate only: its jobs are cancelled, its stock released and its payment "
+                   "voided. The customer can do the same from their link.")
+        st.text_input("Why", key="timeline.cancel_reason", placeholder="e.g. the customer asked by phone")
+        st.button("Cancel order", key="timeline.cancel", type="primary", icon=":material/cancel:",
+                  on_click=lambda: support.cancel_order(selected, st.session_state["timeline.cancel_reason"]))
 st.subheader("Timeline")
-st.caption("Newest first.")
-ui.timeline_list(queries.timeline(selected))
+st.caption("Newest first. A customer message can be resent from its line.")
+ui.timeline_list(queries.timeline(selected),
+                 on_resend=lambda milestone, channel: support.resend_notification(selected, milestone, channel))
