@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.browser.world import STAFF
 
@@ -17,11 +19,21 @@ def wait_until_idle(page: Page, timeout_ms: int = 20_000) -> None:
     page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=timeout_ms)
 
 
-def sign_in(page: Page, dashboard_url: str, username: str, password: str | None = None) -> None:
-    """Open the dashboard, type the credentials and press Enter; the sidebar then says who is signed in."""
+def wait_for_rerun(page: Page, timeout_ms: int = 20_000) -> None:
+    """After a change Streamlit sends late (a slider waits for the keys or the drag to settle): wait for the
+    run it starts to begin, then to end."""
+    with contextlib.suppress(PlaywrightTimeoutError):  # already over: the checks after it are what matter
+        page.locator('[data-testid="stApp"]:not([data-test-script-state="notRunning"])').wait_for(timeout=3_000)
+    wait_until_idle(page, timeout_ms)
+
+
+def sign_in(page: Page, dashboard_url: str, username: str, password: str | None = None, *,
+            landing: str = "") -> None:
+    """Open the dashboard (at a bookmarked page's URL when `landing` names one), type the credentials and press
+    Enter; the sidebar then says who is signed in, and the bookmarked page opens."""
     if password is None:
         password = next(user["password"] for user in STAFF.values() if user["username"] == username)
-    page.goto(dashboard_url)
+    page.goto(f"{dashboard_url}/{landing}")
     page.get_by_role("textbox", name="Username").fill(username)
     page.get_by_role("textbox", name="Password").fill(password)
     page.get_by_role("textbox", name="Password").press("Enter")

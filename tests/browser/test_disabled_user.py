@@ -7,7 +7,7 @@ from playwright.sync_api import expect
 from sqlalchemy import select
 
 from db import tables as t
-from tests.browser.dashboard import open_page, pick, sign_in, wait_until_idle
+from tests.browser.dashboard import pick, sign_in, wait_until_idle
 
 pytestmark = pytest.mark.browser
 USERNAME, PASSWORD = "dana", "answers-calls-at-the-desk-2026"
@@ -18,8 +18,8 @@ REFUSED = "Those credentials don't work, or the account is locked or disabled."
 def test_a_disabled_user_is_refused_on_their_next_click_and_cannot_sign_in_again(new_page, world, shots):
     # given maya (manager) has created a support agent's account on the staff admin page
     maya = new_page()
-    sign_in(maya, world.system.dashboard_url, "maya")
-    open_page(maya, "Admin · staff", heading="Staff")
+    sign_in(maya, world.system.dashboard_url, "maya", landing="admin_staff")
+    expect(maya.get_by_role("heading", name="staff", level=1)).to_be_visible()
     maya.get_by_role("textbox", name="Username").fill(USERNAME)
     pick(maya, "Role", "support_agent")
     maya.get_by_role("textbox", name="Initial password").fill(PASSWORD)
@@ -30,8 +30,8 @@ def test_a_disabled_user_is_refused_on_their_next_click_and_cannot_sign_in_again
     shots(maya, "maya-created-dana")
     # and dana has signed in with it and works on the order timeline
     dana = new_page()
-    sign_in(dana, world.system.dashboard_url, USERNAME, PASSWORD)
-    open_page(dana, "Order timeline")
+    sign_in(dana, world.system.dashboard_url, USERNAME, PASSWORD, landing="order_timeline")
+    expect(dana.get_by_role("heading", name="Order timeline", level=1)).to_be_visible()
     shots(dana, "dana-signed-in")
 
     # when maya disables the account

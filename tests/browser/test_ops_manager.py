@@ -11,7 +11,7 @@ from sqlalchemy import select
 from core.services.batches import EDIT_RULES, RULES_KEY
 from core.states import BatchStatus, OrderStatus
 from db import tables as t
-from tests.browser.dashboard import open_expander, open_page, sign_in, toast, wait_until_idle
+from tests.browser.dashboard import open_expander, open_page, sign_in, toast, wait_for_rerun, wait_until_idle
 
 pytestmark = pytest.mark.browser
 GONE = {BatchStatus.RELEASED, BatchStatus.SUBMITTED, BatchStatus.IN_PROGRESS, BatchStatus.DONE}
@@ -32,8 +32,8 @@ def rule_edits(world) -> list[tuple[str, float | None, float]]:
 def test_an_ops_manager_releases_a_waiting_batch_and_changes_a_priority_weight(page, world, shots):
     # given a batch that would wait a day to fill, and olive (ops manager) on the batch builder
     assert world.scalar(select(t.batches.c.status).where(t.batches.c.id == world.batch_id)) == BatchStatus.OPEN
-    sign_in(page, world.system.dashboard_url, "olive")
-    open_page(page, "Batch builder")
+    sign_in(page, world.system.dashboard_url, "olive", landing="batch_builder")
+    expect(page.get_by_role("heading", name="Batch builder", level=1)).to_be_visible()
     batch = page.get_by_test_id("stExpander").filter(has_text=world.batch_id)
     expect(batch).to_contain_text("open")
     shots(page, "batches")
@@ -62,7 +62,7 @@ def test_an_ops_manager_releases_a_waiting_batch_and_changes_a_priority_weight(p
     slider.focus()
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowRight")
-    wait_until_idle(page)
+    wait_for_rerun(page)
     expect(slider).to_have_value(f"{before + 1:g}")
     shots(page, "weight-moved")
     # then nothing is saved until she applies

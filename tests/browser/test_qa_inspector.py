@@ -39,8 +39,8 @@ def inspection_of(world, number: str) -> tuple[str, str]:
 
 def test_an_inspector_approves_one_print_and_rejects_another_with_a_reason(page, world, shots):
     # given prints that the QA stage sent to a human, and quinn (QA inspector) on the review page
-    sign_in(page, world.system.dashboard_url, "quinn")
-    open_page(page, "QA review")
+    sign_in(page, world.system.dashboard_url, "quinn", landing="qa_review")
+    expect(page.get_by_role("heading", name="QA review", level=1)).to_be_visible()
     waiting = len(waiting_for_review(world))
     expect(page.get_by_test_id("stMetric").filter(has_text="Waiting for review")).to_contain_text(str(waiting))
     expect(page.get_by_role("img").first).to_be_visible()  # the print file and the photo, side by side

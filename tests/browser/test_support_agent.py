@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from core.states import JobStatus, OrderStatus
 from db import tables as t
-from tests.browser.dashboard import open_expander, open_page, sign_in, toast, wait_until_idle
+from tests.browser.dashboard import open_expander, sign_in, toast, wait_until_idle
 
 pytestmark = pytest.mark.browser
 
@@ -24,8 +24,8 @@ def search(page, term: str) -> None:
 
 def test_a_support_agent_finds_an_order_by_tracking_number_and_cancels_another_before_the_gate(page, world, shots):
     # given sam (support agent) on the order timeline
-    sign_in(page, world.system.dashboard_url, "sam")
-    open_page(page, "Order timeline")
+    sign_in(page, world.system.dashboard_url, "sam", landing="order_timeline")
+    expect(page.get_by_role("heading", name="Order timeline", level=1)).to_be_visible()
     main = page.get_by_role("main")
 
     # when he types a parcel's tracking number into the search box
