@@ -16,10 +16,10 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from core.commands import Address, BuyLabel, SendNotification
-from core.errors import NotAllowed, NotFound, PressroomError
+from core.errors import Conflict, NotAllowed, NotFound, PressroomError
 from core.events import Noted
 from core.model import Order, Shipment
-from core.notifications import Channel, Milestone
+from core.notifications import Channel, Milestone, NotificationStatus, notification_id
 from core.ports import Payments
 from core.services import notify
 from core.services.shipping import Carrier, FieldError
@@ -186,79 +186,93 @@ def reship(alert_id: int, *, uow, actor: str, at: datetime, note: str = "") -> O
 
 
 def refund(alert_id: int, *, uow, payments: Payments, actor: str, at: datetime, note: str = "") -> Outcome:
-    """Give the customer their money back and close the order: the payment is voided through the payments
-    port (idempotent on the authorisation), then the order ends `failed` with the refund on its timeline.
+    """Give the customer their money back and close the order: the order ends `failed` with the refund on its
+    timeline and the entry resolved, then (after the commit) the payment is voided through the payments port.
+    A void that fails raises a critical `payment` alert for someone to void it by hand; nothing is lost.
 
     Raises:
-        NotFound, AlreadyResolved: no such entry, or it is resolved.
+        NotFound, AlreadyResolved: no such entry, or it is resolved (nothing is voided then).
         NotAllowed: the order is not on hold (it is moving, delivered or already closed).
     """
     with uow:
-        alert, order = _entry(uow, alert_id, Action.REFUND)
-        _refundable(order)
-        authorization = order.payment_authorization
-    payments.void(authorization)  # before the commit, outside it; voiding twice is harmless
-    with uow:
         alert, order = _entry(uow, alert_id, Action.REFUND, lock=True)
-        _refundable(order)
+        if order.status != OrderStatus.ON_HOLD:
+            raise NotAllowed(f"Order {order.number} is {_state(order)}: only an order on hold can be refunded and "
+                             "closed here.")
         amount = {"amount_cents": order.total_cents, "currency": order.currency}
-        held_from = order.held_from
+        held_from, authorization, order_id, number = (order.held_from, order.payment_authorization, order.id,
+                                                      order.number)
         order.advance(OrderStatus.FAILED, at=at, source=f"user:{actor}", reason="refunded",
                       details=amount | ({"note": note} if note else {}))
         order.held_from, order.hold_reason = None, None
-        summary = (f"Order {order.number} is refunded ({order.total_cents / 100:.2f} {order.currency}) "
-                   "and closed.")
+        summary = f"Order {number} is refunded ({order.total_cents / 100:.2f} {order.currency}) and closed."
         _finish(uow, alert, order, Action.REFUND, actor=actor, at=at, note=note, summary=summary,
                 details=amount | {"authorization": authorization},
                 before={"status": str(OrderStatus.ON_HOLD), "held_from": str(held_from)},
-                after={"status": str(order.status)} | amount)
+                after={"status": str(OrderStatus.FAILED)} | amount)
         uow.commit()
-    log.info("order %s refunded by %s (alert %s)", order.id, actor, alert_id)
-    return Outcome(alert_id=alert_id, order_number=order.number, action=Action.REFUND, summary=summary)
+    try:
+        payments.void(authorization)  # after the commit, never inside it; voiding twice is harmless
+    except Exception as error:  # noqa: BLE001 - any provider failure: a person must void it, so say so loudly
+        log.exception("order %s: refunding (voiding %s) failed", order_id, authorization)
+        with uow:
+            uow.alerts.raise_(kind="payment", key=f"void:{order_id}", order_id=order_id, severity="critical", at=at,
+                              message=f"Order {number} was refunded by {actor} but its payment could not be voided "
+                                      f"({type(error).__name__}). Void authorisation {authorization} with the "
+                                      "payment provider.")
+            uow.commit()
+        return Outcome(alert_id=alert_id, order_number=number, action=Action.REFUND,
+                       summary=summary + " The payment provider did not answer: ops are alerted to void it by hand.")
+    with uow:
+        uow.timeline.add(Noted(order_id=order_id, at=at, source=f"user:{actor}", kind="payment.voided",
+                               key=f"payment:{order_id}:voided", details={"authorization": authorization}))
+        uow.commit()
+    log.info("order %s refunded by %s (alert %s)", order_id, actor, alert_id)
+    return Outcome(alert_id=alert_id, order_number=number, action=Action.REFUND, summary=summary)
 
 
 def contact_customer(alert_id: int, *, uow, actor: str, at: datetime, note: str = "") -> Outcome:
     """Tell the customer: the exception message on every channel they can be reached on (a resend where it
-    went out before), or, for a failed notification, that same message once more.
+    was sent or reserved before), or, for a failed notification, that same message once more. The entry is
+    resolved first, under its lock; the resends are queued after that commit (each audited by notify.resend).
 
     Raises:
         NotFound, AlreadyResolved: no such entry, or it is resolved.
         NotAllowed: the customer cannot be reached on any channel (opted out, no address).
     """
     with uow:
-        alert, order = _entry(uow, alert_id, Action.CONTACT)
+        alert, order = _entry(uow, alert_id, Action.CONTACT, lock=True)
         if alert["kind"] == "notification":
             milestone, channel = _failed_message(alert)
-            wanted = {Channel(channel): uow.notifications.get(order.id, milestone, channel) is not None}
+            channels = (Channel(channel),)
         else:
-            milestone = str(Milestone.EXCEPTION)
-            wanted = {ch: uow.notifications.get(order.id, milestone, str(ch)) is not None for ch in Channel}
-        order_id = order.id
-    sent, refused = [], []
-    for channel, before in wanted.items():
-        if not before:
-            continue
-        try:  # its own transaction, audited by notify.resend
-            sent.append(f"{channel} ({notify.resend(order_id, milestone, channel, actor, uow=uow, now=at)})")
-        except (NotAllowed, NotFound) as why:
-            refused.append(f"{channel}: {why.message}")
-    with uow:
-        alert, order = _entry(uow, alert_id, Action.CONTACT, lock=True)
-        for channel, before in wanted.items():
-            if not before and _reachable(order, channel):
+            milestone, channels = str(Milestone.EXCEPTION), tuple(Channel)
+        reachable = [ch for ch in channels if _reachable(order, ch)]
+        if not reachable:
+            raise NotAllowed(f"Order {order.number}'s customer cannot be reached by "
+                             f"{' or '.join(str(ch) for ch in channels)} (opted out, or no address): resolve "
+                             "with a note instead.")
+        again = [ch for ch in reachable if uow.notifications.get(order.id, milestone, str(ch)) is not None]
+        for channel in reachable:
+            if channel not in again:  # never due on that channel before: its first message
+                uow.notifications.insert(id=notification_id(order.id, milestone, channel), order_id=order.id,
+                                         milestone=milestone, channel=channel, status=NotificationStatus.QUEUED,
+                                         at=at)
                 uow.defer(SendNotification(order_id=order.id, milestone=milestone, channel=str(channel)))
-                sent.append(str(channel))
-            elif not before:
-                refused.append(f"{channel}: opted out or no address")
-        if not sent:
-            raise NotAllowed(f"Order {order.number}'s customer cannot be reached ({'; '.join(refused)}): "
-                             "resolve with a note instead.")
-        summary = f"The {milestone.replace('_', ' ')} message is on its way to the customer by {', '.join(sent)}."
+        order_id, number = order.id, order.number
+        by = ", ".join(str(ch) for ch in reachable)
+        summary = f"The {milestone.replace('_', ' ')} message is on its way to the customer by {by}."
         _finish(uow, alert, order, Action.CONTACT, actor=actor, at=at, note=note, summary=summary,
-                details={"milestone": milestone, "sent": sent, "not_sent": refused}, before=None,
-                after={"sent": sent})
+                details={"milestone": milestone, "channels": [str(ch) for ch in reachable],
+                         "unreachable": [str(ch) for ch in channels if ch not in reachable]},
+                before=None, after={"channels": [str(ch) for ch in reachable]})
         uow.commit()
-    return Outcome(alert_id=alert_id, order_number=order.number, action=Action.CONTACT, summary=summary)
+    for channel in again:
+        try:
+            notify.resend(order_id, milestone, channel, actor, uow=uow, now=at)
+        except (NotAllowed, NotFound, Conflict) as why:  # opted out or resent by someone in between: logged
+            log.warning("order %s: the %s %s was not resent: %s", order_id, milestone, channel, why.code)
+    return Outcome(alert_id=alert_id, order_number=number, action=Action.CONTACT, summary=summary)
 
 
 def resolve(alert_id: int, note: str, *, uow, actor: str, at: datetime) -> Outcome:
@@ -335,12 +349,6 @@ def _address_editable(order: Order, shipment: Shipment | None) -> None:
     if current not in _BEFORE_LABEL or at_carrier:
         raise NotAllowed(f"Order {order.number} is {_state(order)}: its label is bought (or being bought), so "
                          "the address can no longer change here. Contact the customer or the carrier instead.")
-
-
-def _refundable(order: Order) -> None:
-    if order.status != OrderStatus.ON_HOLD:
-        raise NotAllowed(f"Order {order.number} is {_state(order)}: only an order on hold can be refunded and "
-                         "closed here.")
 
 
 def _reachable(order: Order, channel: Channel) -> bool:

@@ -279,6 +279,25 @@ def test_a_refund_is_refused_for_an_order_that_is_moving_again_and_nothing_is_vo
     assert not api.payments.voided and alert_of(api, order_id, "carrier").cleared_at is None
 
 
+def test_a_refund_whose_void_fails_keeps_the_order_closed_and_alerts_ops_to_void_by_hand(api, sim, carrier,
+                                                                                          receiver):
+    class ProviderDown:  # core.ports.Payments, with the provider unreachable
+        def authorize(self, **kw):
+            raise AssertionError("not used")
+
+        def void(self, authorization_id: str) -> None:
+            raise ConnectionError("payment provider unreachable")
+
+    order_id, alert_id = returned(api, sim, carrier, receiver)
+
+    outcome = act(api, ex.refund, alert_id, payments=ProviderDown())
+
+    assert "void it by hand" in outcome.summary
+    assert order_row(api, order_id).status == OrderStatus.FAILED
+    payment = alert_of(api, order_id, "payment")
+    assert payment.severity == "critical" and payment.cleared_at is None and "could not be voided" in payment.message
+
+
 # ---- contacting the customer ----------------------------------------------------------------------------------
 
 
