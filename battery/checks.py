@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from battery import lifecycle, staff_auth, uploads, webhooks
+from battery import api_fuzz, lifecycle, staff_auth, uploads, webhooks
 from battery.framework import Check
 
 CHECKS: dict[str, Check] = {c.name: c for c in (
@@ -16,4 +16,6 @@ CHECKS: dict[str, Check] = {c.name: c for c in (
           "hostile upload corpus refused with specific codes within 2 s / 512 MB; 50 benign files normalised"),
  Check("staff-auth", staff_auth.staff_auth,
           "1,000 wrong passwords → 0 successes, locked after ≤ 10; role × page × action matrix; disabled mid-session"),
+ Check("api-fuzz", api_fuzz.api_fuzz,
+          "schemathesis, all phases and checks, bounded → 0 server errors, 0 schema violations"),
 )}

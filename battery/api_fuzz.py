@@ -1,0 +1,140 @@
+"""schemathesis against the API's own OpenAPI document: every phase (examples, coverage, fuzzing, stateful),
+every check, bounded in examples and time, against the API running as a uvicorn process on PostgreSQL + Redis.
+Each finding is reported precisely: operation, check, request, response."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from battery.framework import Context, Figure
+from tests.conftest import TEST_KEYS
+from tests.integration.production_helpers import ROOT, Processes, free_port
+
+SERVER_ERROR = "ST101"
+SCHEMA_CODES = {"ST102", "ST103", "ST104", "ST105", "ST106"}  # conformance of what the API answered to its schema
+
+
+@contextmanager
+def api_process(ctx: Context) -> Iterator[Processes]:
+    """The API as one uvicorn process (its pid is the server's), on the context's database and Redis."""
+    port = free_port()
+    env = {**os.environ, **TEST_KEYS, "DATABASE_URL": ctx.pg_url, "REDIS_URL": ctx.redis_url,
+           "PYTHONPATH": str(ROOT), "OBJECT_STORE_DIR": str(ctx.workdir / "objects"), "PRESSROOM_PROMETHEUS": "0"}
+    logs = ctx.workdir / "logs"
+    logs.mkdir(exist_ok=True)
+    system = Processes(env=env, logs=logs, api_url=f"http://127.0.0.1:{port}")
+    try:
+        system.start("api", str(Path(sys.executable).with_name("uvicorn")), "api.asgi:app", "--host", "127.0.0.1",
+                     "--port", str(port), "--workers", "1", "--no-access-log")
+        system.wait_http(f"{system.api_url}/healthz")
+        yield system
+    finally:
+        system.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    code: str
+    title: str
+    operation: str
+    message: str
+    request: str
+    status: int | None
+    response: str
+
+    def line(self) -> str:
+        return (f"{self.code} {self.title} — {self.operation}: {self.message.replace(chr(10), ' ')}\n"
+                f"    request: {self.request}\n    response: {self.status} {self.response}")
+
+
+def _body_text(body) -> str:
+    if isinstance(body, dict) and "$base64" in body:
+        return base64.b64decode(body["$base64"]).decode("utf-8", "backslashreplace")
+    return body if isinstance(body, str) else json.dumps(body) if body is not None else ""
+
+
+def findings_from(ndjson: Path) -> list[Finding]:
+    """Every failed check in schemathesis's NDJSON event stream, one per (code, operation, message)."""
+    seen: dict[tuple[str, str, str], Finding] = {}
+    for line in ndjson.read_text().splitlines():
+        event = json.loads(line)
+        finished = event.get("ScenarioFinished")
+        if not finished:
+            continue
+        recorder = finished.get("recorder", {})
+        for case_id, checks in recorder.get("checks", {}).items():
+            for check in checks:
+                if check.get("status") != "failure":
+                    continue
+                failure = check["failure_info"]["failure"]
+                interaction = recorder.get("interactions", {}).get(case_id) or {}
+                request, response = interaction.get("request") or {}, interaction.get("response") or {}
+                key = (failure["code"], failure["operation"], failure.get("message", "")[:80])
+                if key in seen:
+                    continue
+                seen[key] = Finding(
+                    code=failure["code"], title=failure["title"], operation=failure["operation"],
+                    message=failure.get("message", ""),
+                    request=f"{request.get('method', '')} {request.get('uri', '')} "
+                            f"{_body_text(request.get('body'))[:400]!r}",
+                    status=response.get("status_code"),
+                    response=_body_text(response.get("content", response.get("body")))[:300])
+    return sorted(seen.values(), key=lambda f: (f.code, f.operation, f.message))
+
+
+def run_schemathesis(ctx: Context, api_url: str, *, max_examples: int, max_time: int) -> tuple[dict, list[Finding]]:
+    reports = ctx.workdir / "schemathesis"
+    command = [str(Path(sys.executable).with_name("schemathesis")), "run", f"{api_url}/openapi.json",
+               "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful",
+               "--max-examples", str(max_examples), "--max-time", str(max_time), "--seed", "8", "--workers", "2",
+               "--report", "json,ndjson", "--report-dir", str(reports), "--request-timeout", "30"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ctx.workdir, timeout=max_time + 300,
+                          env={**os.environ, "NO_COLOR": "1"})
+    (ctx.workdir / "schemathesis.out").write_text(done.stdout + done.stderr)
+    summary = json.loads(next(reports.glob("json-*.json")).read_text())
+    return summary, findings_from(next(reports.glob("ndjson-*.ndjson")))
+
+
+def api_fuzz(ctx: Context) -> list[Figure]:
+    """0 server errors and 0 schema violations, each finding printed with its request and response."""
+    return fuzz(ctx)[0]
+
+
+def fuzz(ctx: Context) -> tuple[list[Figure], list[Finding]]:
+    name = "api-fuzz"
+    max_examples, max_time = ctx.pick((20, 60), (100, 300))
+    with api_process(ctx) as system:
+        summary, findings = run_schemathesis(ctx, system.api_url, max_examples=max_examples, max_time=max_time)
+        system.assert_alive()
+    server = [f for f in findings if f.code == SERVER_ERROR]
+    schema = [f for f in findings if f.code in SCHEMA_CODES]
+    other = [f for f in findings if f.code not in SCHEMA_CODES | {SERVER_ERROR}]
+    report = ctx.workdir / "schemathesis-findings.txt"
+    report.write_text("\n".join(f.line() for f in findings) + "\n")
+    print(f"schemathesis findings ({len(findings)}):\n" + "\n".join(f.line() for f in findings))
+    cases = summary["test_cases"]
+    ops = summary["operations"]
+
+    def listed(items: list[Finding]) -> str:
+        return "; ".join(sorted({f"{f.operation} {f.code} → {f.status}" for f in items}))
+
+    return [
+        Figure(test=name, figure=f"{cases['generated']:,} test cases over {ops['tested']}/{ops['total']} operations, "
+                                 f"phases {', '.join(k for k, v in summary['phases'].items() if v['status'] != 'skip')}"
+                                 f", {summary['running_time']:.0f} s (≤ {max_examples} examples per operation)",
+               pass_figure="every operation tested", passed=ops["tested"] == ops["total"] and not ops["errored"]),
+        Figure(test=name, figure=f"server errors: {len(server)}" + (f" ({listed(server)})" if server else ""),
+               pass_figure="0", passed=not server),
+        Figure(test=name, figure=f"schema violations: {len(schema)}" + (f" ({listed(schema)})" if schema else ""),
+               pass_figure="0", passed=not schema),
+        Figure(test=name, figure=f"other findings: {len(other)}" + (f" ({listed(other)})" if other else ""),
+               pass_figure="0", passed=not other),
+    ], findings
