@@ -30,7 +30,9 @@ from db import queries as q
 TTL_S = 30  # the figures are read live; a manager flipping filters should not re-run every query each click
 TARGETS_KEY = "metric_targets"  # settings row that overrides core.settings.DEFAULT_METRIC_TARGETS
 DEFAULT_DAYS = 7
-STATUS_ICON = {Status.MET: "🟢", Status.AT_RISK: "🟠", Status.MISSED: "🔴", Status.NO_DATA: "⚪"}
+STATUS_ICON = {Status.MET: ":material/check_circle:", Status.AT_RISK: ":material/warning:",
+               Status.MISSED: ":material/cancel:", Status.NO_DATA: ":material/help:"}
+STATUS_COLOUR = {Status.MET: "green", Status.AT_RISK: "orange", Status.MISSED: "red", Status.NO_DATA: "gray"}
 ALL_PARTNERS = ""
 
 
@@ -73,7 +75,8 @@ def _deadlines():
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def overview(start: date, end: date, partner: str) -> dict[str, Any]:
     """Every success metric for the filters: error (a sentence, when the filters or targets cannot work),
-    cards (one dict per metric: key, title, value, target, status, icon, counts, how, detail, per_partner)
+    cards (one dict per metric: key, title, value, target, status, icon, colour, counts, how, detail,
+    per_partner)
     and table (the same as a frame, which the CSV export writes)."""
     try:
         scope = _scope(start, end, partner)
@@ -82,7 +85,7 @@ def overview(start: date, end: date, partner: str) -> dict[str, Any]:
         return {"error": error.message, "cards": [], "table": pd.DataFrame()}
     cards = [{"key": r.spec.key, "title": r.spec.title, "stage": r.spec.stage,
               "value": format_value(r.value, r.spec.unit), "target": r.target.text(r.spec.unit),
-              "status": str(r.status), "icon": STATUS_ICON[r.status],
+              "status": str(r.status), "icon": STATUS_ICON[r.status], "colour": STATUS_COLOUR[r.status],
               "counts": r.counts, "how": r.spec.how, "detail": r.detail,
               "per_partner": r.spec.per_partner or not partner} for r in results]
     table = pd.DataFrame([r.row() for r in results]).drop(columns=["raw_value"])
@@ -180,7 +183,8 @@ def stage_latency(start: date, end: date, partner: str) -> pd.DataFrame:
         status = (status_of(row["p95"], Target(compare=Compare.AT_MOST, goal=deadline, warn=deadline))
                   if deadline else Status.NO_DATA)
         rows.append({"stage": row["stage"], "stays": row["n"],
-                     **{f"p{p}_min": row[f"p{p}"] / 60 for p in (50, 95, 99)}, "max_min": row["max"] / 60,
+                     **{f"p{p}_min": round(row[f"p{p}"] / 60, 1) for p in (50, 95, 99)},
+                     "max_min": round(row["max"] / 60, 1),
                      "deadline_min": deadline / 60 if deadline else None,
                      "p95 vs deadline": str(status) if deadline else "no deadline"})
     return pd.DataFrame(rows, columns=["stage", "stays", "p50_min", "p95_min", "p99_min", "max_min",

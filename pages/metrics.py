@@ -26,15 +26,16 @@ if overview["error"]:
 st.subheader("Success metrics")
 tiles = st.columns(3)
 for n, card in enumerate(overview["cards"]):
-    tiles[n % 3].metric(f"{card['icon']} {card['title']}", card["value"], border=True, help=card["how"],
-                        delta=f"{card['status']} · target {card['target']}", delta_color="off")
+    tiles[n % 3].metric(card["title"], card["value"], border=True, help=card["how"], icon=card["icon"],
+                        delta=f"{card['status']} · target {card['target']}", delta_color=card["colour"],
+                        delta_arrow="off")
 st.dataframe(overview["table"], hide_index=True, key=f"{PAGE}.table")
 st.download_button("Download the metrics (CSV)", mx.csv_bytes(overview["table"]), key=f"{PAGE}.csv",
                    file_name=f"metrics_{start}_{end}.csv", mime="text/csv", icon=":material/download:")
 
 st.subheader("Where each number comes from")
 for card in overview["cards"]:
-    with st.expander(f"{card['icon']} {card['title']}: {card['value']} ({card['counts']})"):
+    with st.expander(f"{card['title']}: {card['value']} ({card['counts']})", icon=card["icon"]):
         st.caption(f"How it is computed: {card['how']}")
         if not card["per_partner"]:
             st.caption("Not per partner: decided before a partner is chosen, so this counts every partner.")

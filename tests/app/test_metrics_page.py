@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import insert
+from streamlit.proto.Metric_pb2 import Metric
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
@@ -68,7 +69,7 @@ def series(values) -> list[float]:
 
 
 def opened(at: AppTest, title: str):
-    [expander] = [e for e in at.expander if e.label.split(" ", 1)[1].startswith(f"{title}:")]
+    [expander] = [e for e in at.expander if e.label.startswith(f"{title}:")]
     return expander
 
 
@@ -113,7 +114,10 @@ def test_a_manager_sees_each_metric_with_its_value_target_status_and_counts(maya
     assert shown.loc["Label generation success", "counts"] == "3 labels bought of 4 label attempts"
     assert shown.loc["Notification delivery", "counts"] == "2 handed over of 4 due"
     tiles = {tile.label: (tile.value, tile.delta) for tile in maya.metric}
-    assert tiles["🔴 Validation errors"] == ("23.08 %", "missed · target < 1 %")
+    assert tiles["Validation errors"] == ("23.08 %", "missed · target < 1 %")
+    [validation] = [tile for tile in maya.metric if tile.label == "Validation errors"]
+    assert Metric.MetricColor.Name(validation.proto.color) == "RED"
+    assert validation.proto.icon == ":material/cancel:"
 
 
 def test_the_csv_exports_parse_and_hold_exactly_what_the_tables_show(maya, downloads):
@@ -154,6 +158,8 @@ def test_the_date_filter_keeps_only_the_days_chosen(maya, day1):
     shown = metrics_table(maya)
     assert shown.loc["Validation errors", "counts"] == "2 checkouts refused of 8 checkouts"
     assert shown.loc["Asset generation success", ["value", "status"]].tolist() == ["100 %", "met"]
+    [renders] = [tile for tile in maya.metric if tile.label == "Asset generation success"]
+    assert (Metric.MetricColor.Name(renders.proto.color), renders.proto.icon) == ("GREEN", ":material/check_circle:")
     assert shown.loc["Label generation success", ["value", "status"]].tolist() == ["–", "no data"]
 
 
