@@ -15,6 +15,7 @@ export PRESSROOM_TEST_DATABASE_URL PRESSROOM_TEST_REDIS_URL
 
 .DEFAULT_GOAL := help
 .PHONY: help run test lint migrate seed bench
+.PHONY: battery soak
 
 help:
 	@echo "make run      run every process on the embedded default (SQLite, embedded Redis, sims); Ctrl-C stops all"
@@ -23,6 +24,8 @@ help:
 	@echo "make migrate  bring the database at DATABASE_URL to the latest schema"
 	@echo "make seed     migrate, then load the demo data into an empty database"
 	@echo "make bench    run the benchmarks (python -m bench), if there are any"
+	@echo "make battery  the reliability and security battery (python -m battery): a table of figures, fails on one"
+	@echo "make soak     the battery's long fault-injection part (not built yet; see README)"
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
@@ -56,3 +59,9 @@ seed: $(RUN_STAMP)
 
 bench: $(DEV_STAMP)
 	@if [ -f bench/__main__.py ]; then PYTHONPATH=. $(PY) -m bench; else echo "no benchmarks yet (bench/__main__.py)"; fi
+
+battery: $(DEV_STAMP)
+	PYTHONPATH=. $(PY) -m battery
+
+soak: $(DEV_STAMP)
+	PYTHONPATH=. $(PY) -m battery --soak

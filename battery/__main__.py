@@ -9,7 +9,7 @@ import sys
 import time
 import traceback
 
-from battery.checks import CHECKS
+from battery.checks import CHECKS, SOAK_LEFT
 from battery.framework import SIZES, Figure, failures, fresh_context, table
 
 
@@ -20,7 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=SIZES, default="battery",
                         help="battery: the issue's figures (default); ci: the sizes the pytest suite runs")
     parser.add_argument("--list", action="store_true", help="list the checks and exit")
+    parser.add_argument("--soak", action="store_true", help="the long fault-injection part (not built yet)")
     args = parser.parse_args(argv)
+    if args.soak:
+        print("The soak part of the battery is not built yet; left to build:")
+        print("\n".join(f"  - {item}" for item in SOAK_LEFT))
+        return 2
     if args.list:
         for check in CHECKS.values():
             print(f"{check.name:18} {check.summary}")

@@ -19,3 +19,16 @@ CHECKS: dict[str, Check] = {c.name: c for c in (
  Check("api-fuzz", api_fuzz.api_fuzz,
           "schemathesis, all phases and checks, bounded → 0 server errors, 0 schema violations"),
 )}
+
+SOAK_LEFT = (  # the long part of issue 8, not built yet: `python -m battery --soak` lists it and exits 2
+    "5,000 orders, no faults, PG + Redis, 2 worker processes: 0 lost / duplicated effects; throughput, p50/p99",
+    "SIGKILL a random worker every 2 s during 5,000 orders: 0 lost, 0 duplicate labels, jobs or notifications",
+    "SIGSTOP a worker past its heartbeat mid-label, SIGCONT, 200 times: exactly one label",
+    "Redis FLUSHALL mid-run; Redis killed and restarted without persistence, 3 times: 0 lost, 0 duplicated",
+    "PostgreSQL stopped (immediate) and restarted 3 times: 0 accepted orders lost; recovery within 30 s",
+    "partner and carrier faults through a loopback fault proxy: 0 duplicates; unknown outcomes asked first",
+    "carrier 429 storm: 0 orders failed; 429s under 1 % after warm-up",
+    "partner down for 60 s: 0 lost; backlog visible on the control room; drained afterwards",
+    "1,000 addresses, 20 % invalid: 0 labels for invalid ones; each customer asked exactly once",
+    "PII canaries for 1,000 customers; key rotation; erasure; export",
+)
