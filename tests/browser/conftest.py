@@ -7,6 +7,7 @@ test fails, go to test-artifacts/browser/<test name>/; the processes' logs to te
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -17,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import sync_playwright
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -170,8 +173,6 @@ def world(running_system, session_pg_url) -> World:
 
 @pytest.fixture(scope="session")
 def browser(chromium_path):
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(chromium_path), args=CHROMIUM_ARGS)
         yield launched
@@ -211,8 +212,10 @@ def new_page(request, browser, world, shots):
                  for when in ("setup", "call"))
     for n, context in enumerate(contexts, start=1):
         for m, page in enumerate(context.pages, start=1):
-            if failed:
-                page.screenshot(path=str(shots.folder / f"failure-{n}-{m}.png"), full_page=True)
+            if failed:  # what each page showed, as a picture and as the accessibility tree the locators read
+                with contextlib.suppress(PlaywrightError):
+                    page.screenshot(path=str(shots.folder / f"failure-{n}-{m}.png"), full_page=True)
+                    (shots.folder / f"failure-{n}-{m}.txt").write_text(page.locator("body").aria_snapshot())
         context.close()
 
 
