@@ -1,0 +1,150 @@
+"""PII canaries: customers whose name, e-mail, phone and address carry unique canary strings order through the API
+processes (storefront and signed Shopify webhooks); then the database (pg_dump), the processes' logs and every
+Redis key (queue payloads included) are searched for the canaries in plain text. The canaries must be readable
+through the application (so they were really stored) and nowhere else."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+import uuid
+from collections import Counter
+
+import httpx
+import redis
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+
+from battery.framework import Context, Figure
+from battery.webhooks import post_all, shopify_order, shopify_signed
+from db import tables as t
+from tests.integration.production_helpers import pressroom_processes
+from tests.integration.test_intake_on_postgres import RedisHarness
+
+
+def canaries(n: int, rng: random.Random) -> list[dict]:
+    out = []
+    for i in range(n):
+        tag = f"CNRY{i:04d}X{rng.randbytes(3).hex().upper()}"
+        out.append({"tag": tag, "name": f"Ada {tag}", "email": f"{tag.lower()}@canary.example",
+                    "phone": f"+44 20 7{rng.randint(100, 999)} {rng.randint(1000, 9999)}",
+                    "line1": f"{tag} Canary Wharf Road"})
+    return out
+
+
+def _storefront_body(harness: RedisHarness, art: str, c: dict) -> dict:
+    body = harness.order_body(art, customer={"name": c["name"], "email": c["email"], "phone": c["phone"]},
+                              shipping_address={"name": c["name"], "line1": c["line1"], "city": "London",
+                                                "region": "LND", "postal_code": "NW1 5LR", "country": "GB"})
+    body["lines"][0].update(sku="MUG-SUB-11OZ-WHT", texts={"name": "Ada"})
+    return body
+
+
+def _shopify_payload(art: str, c: dict, number: int) -> dict:
+    order = shopify_order(art, number)
+    first, last = c["name"].split(" ", 1)
+    order.update(email=c["email"], phone=c["phone"],
+                 customer={"first_name": first, "last_name": last, "email": c["email"]})
+    order["shipping_address"] = {"first_name": first, "last_name": last, "address1": c["line1"],
+                                 "city": "Louisville", "province_code": "KY", "zip": "40202", "country_code": "US"}
+    return order
+
+
+def _needles(c: dict) -> dict[str, re.Pattern]:
+    return {"name/address/email": re.compile(re.escape(c["tag"]), re.IGNORECASE),
+            "phone": re.compile(re.escape(c["phone"].split(" ", 2)[2]).replace(r"\ ", r"[ -]?"))}
+
+
+def _redis_text(url: str) -> tuple[str, int]:
+    """Every key and value of the Redis database as text; and how many queued messages it holds."""
+    client = redis.Redis.from_url(url)
+    parts, messages = [], 0
+    for key in client.scan_iter(count=500):
+        kind = client.type(key).decode()
+        parts.append(key.decode(errors="replace"))
+        if kind == "string":
+            parts.append((client.get(key) or b"").decode(errors="replace"))
+        elif kind == "hash":
+            values = client.hgetall(key)
+            messages += len(values) if key.endswith(b".msgs") else 0
+            parts += [f"{k.decode(errors='replace')}={v.decode(errors='replace')}" for k, v in values.items()]
+        elif kind == "list":
+            parts += [v.decode(errors="replace") for v in client.lrange(key, 0, -1)]
+        elif kind == "set":
+            parts += [v.decode(errors="replace") for v in client.smembers(key)]
+        elif kind == "zset":
+            parts += [v.decode(errors="replace") for v in client.zrange(key, 0, -1)]
+        elif kind == "stream":
+            parts += [json.dumps({k.decode(): v.decode(errors="replace") for k, v in fields.items()})
+                      for _, fields in client.xrange(key)]
+    return "\n".join(parts), messages
+
+
+def _pg_dump(url: str) -> str:
+    u = make_url(url)
+    command = ["pg_dump", "--data-only", "--no-owner", "-h", u.host or "127.0.0.1", "-p", str(u.port or 5432),
+               "-U", u.username or "postgres", u.database]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={"PGPASSWORD": u.password or "", "PATH": "/usr/bin:/bin"})
+    if done.returncode != 0:
+        raise RuntimeError(f"pg_dump failed: {done.stderr[:300]}")
+    return done.stdout
+
+
+def pii_canaries(ctx: Context) -> list[Figure]:
+    name = "pii-canaries"
+    count = ctx.pick(100, 1000)
+    rng = random.Random(20261127)
+    people = canaries(count, rng)
+    with pressroom_processes(ctx.pg_url, ctx.redis_url, ctx.workdir, queues=("webhooks", "tracking")) as system:
+        harness = RedisHarness(ctx.pg_url, ctx.workdir)
+        system.wait_http(f"{system.api_url}/healthz")
+        with httpx.Client(base_url=system.api_url, timeout=60) as client:
+            art = client.post("/v1/artwork", files={"file": ("a.png", _art())}).json()["id"]
+            shopify = {i for i in range(count) if i % 10 == 9}
+            codes = Counter()
+            for i, c in enumerate(people):
+                if i in shopify:
+                    continue
+                codes[client.post("/v1/orders", json=_storefront_body(harness, art, c)).status_code] += 1
+        results = post_all(system.api_url, [shopify_signed(_shopify_payload(art, people[i], 700_000 + i),
+                                                           f"wh-{uuid.uuid4().hex}") for i in sorted(shopify)],
+                           threads=8)
+        codes.update(code for code, _, _ in results)
+        tags = {c["tag"] for c in people}
+        with harness.services.uow() as uow:  # readable through the application: the canaries were really stored
+            ids = uow.session.execute(select(t.orders.c.id)).scalars().all()
+            stored = sum(1 for order_id in ids
+                         if (found := re.search(r"CNRY\w+", uow.orders.get(order_id).customer.name or ""))
+                         and found.group(0) in tags)
+        harness.services.engine.dispose()
+        logs = "\n".join(p.read_text(errors="replace") for p in system.logs.glob("*.log"))
+    redis_text, messages = _redis_text(ctx.redis_url)
+    dump = _pg_dump(ctx.pg_url)
+    hits: dict[str, Counter] = {"database dump": Counter(), "logs": Counter(), "Redis (queues included)": Counter()}
+    for c in people:
+        for field, needle in _needles(c).items():
+            for where, text in (("database dump", dump), ("logs", logs), ("Redis (queues included)", redis_text)):
+                if needle.search(text):
+                    hits[where][field] += 1
+    figures = [
+        Figure(test=name, figure=f"{count:,} customers with canaries ordered ({count - len(shopify)} storefront, "
+                                 f"{len(shopify)} Shopify): answers {dict(sorted(codes.items()))}; read back "
+                                 f"through the app {stored}", pass_figure=f"all 201; {count:,} read back",
+               passed=codes == {201: count} and stored == count),
+    ]
+    sizes = {"database dump": len(dump), "logs": len(logs), "Redis (queues included)": len(redis_text)}
+    for where, found in hits.items():
+        extra = f", {messages} queued messages" if where.startswith("Redis") else ""
+        figures.append(Figure(test=name, figure=f"plaintext canary hits in the {where} ({sizes[where]:,} chars"
+                                                f"{extra}): {sum(found.values())} {dict(found) or ''}".rstrip(),
+                              pass_figure="0", passed=not found))
+    return figures
+
+
+def _art() -> bytes:
+    from tests.conftest import png_bytes
+
+    return png_bytes(2400, 1200, colour=(30, 90, 200))
