@@ -30,13 +30,18 @@ from core.metrics import (
     stage_of,
     submission_budget_s,
 )
-from core.states import InspectionStatus, JobStatus, OrderStatus
+from core.notifications import NotificationStatus
+from core.states import Entity, InspectionStatus, JobStatus, OrderStatus, ShipmentStatus
 from db import tables as t
 from db.queries import Bind, _connected
 
 RENDER_SOURCE = "worker:render"
 SHIPPING_SOURCE = "worker:shipping"
-NOTIFICATION_DUE = ("sent", "failed", "unknown")
+NOTIFICATION_DUE = (NotificationStatus.SENT, NotificationStatus.FAILED, NotificationStatus.UNKNOWN)
+RENDERED = f"{Entity.ORDER}.{OrderStatus.READY_FOR_PRODUCTION}"
+HELD = f"{Entity.ORDER}.{OrderStatus.ON_HOLD}"
+LABEL_BOUGHT = f"{Entity.SHIPMENT}.{ShipmentStatus.PURCHASED}"
+SUBMITTED = f"{Entity.JOB}.{JobStatus.SUBMITTED}"
 DRILL_LIMIT = 200
 GRAINS = ("hour", "day")
 
@@ -149,13 +154,12 @@ def _outcome_trials(scope: MetricScope, *, source: str, success: str, failure: s
 
 def render_trials(scope: MetricScope) -> Select:
     """Render worker outcomes: ready for production (hit) or on hold."""
-    return _outcome_trials(scope, source=RENDER_SOURCE, success="order.ready_for_production",
-                           failure="order.on_hold")
+    return _outcome_trials(scope, source=RENDER_SOURCE, success=RENDERED, failure=HELD)
 
 
 def label_trials(scope: MetricScope) -> Select:
     """Label attempts: a shipment bought (hit), or the shipping worker holding the order."""
-    return _outcome_trials(scope, source=SHIPPING_SOURCE, success="shipment.purchased", failure="order.on_hold")
+    return _outcome_trials(scope, source=SHIPPING_SOURCE, success=LABEL_BOUGHT, failure=HELD)
 
 
 def on_time_trials(scope: MetricScope, *, now: datetime, deadlines_s: Mapping[OrderStatus, float]) -> Select:
@@ -166,7 +170,7 @@ def on_time_trials(scope: MetricScope, *, now: datetime, deadlines_s: Mapping[Or
     in_time = case((seconds_between(j.c.created_at, e.c.at) <= budget, 1), else_=0)
     submitted = (select(*_trial(j.c.created_at, in_time, j.c.order_id, j.c.partner_id, j.c.id))
                  .select_from(e).join(j, j.c.id == e.c.payload["entity_id"].as_string())
-                 .where(e.c.type == "job.submitted", e.c.at >= scope.start, _in_range(j.c.created_at, scope)))
+                 .where(e.c.type == SUBMITTED, e.c.at >= scope.start, _in_range(j.c.created_at, scope)))
     overdue = or_(and_(j.c.attempt == 1, j.c.created_at < now - timedelta(seconds=first)),
                   and_(j.c.attempt > 1, j.c.created_at < now - timedelta(seconds=reprint)))
     waiting = select(*_trial(j.c.created_at, literal(0), j.c.order_id, j.c.partner_id, j.c.id)).where(
@@ -180,13 +184,14 @@ def on_time_trials(scope: MetricScope, *, now: datetime, deadlines_s: Mapping[Or
 def defect_trials(scope: MetricScope) -> Select:
     """QA verdicts: inspection.failed (hit, ref = its reason code) or inspection.passed."""
     e, i, j = t.order_events, t.inspections, t.print_jobs
-    failed = f"inspection.{InspectionStatus.FAILED}"
+    failed = f"{Entity.INSPECTION}.{InspectionStatus.FAILED}"
     reason = case((e.c.type == failed, e.c.payload["reason"].as_string()), else_=literal(None, String()))
     statement = (select(*_trial(e.c.at, case((e.c.type == failed, 1), else_=0), e.c.order_id, j.c.partner_id,
                                 func.coalesce(reason, "")))
                  .select_from(e).join(i, i.c.id == e.c.payload["entity_id"].as_string())
                  .join(j, j.c.id == i.c.job_id)
-                 .where(e.c.type.in_((failed, f"inspection.{InspectionStatus.PASSED}")), _in_range(e.c.at, scope)))
+                 .where(e.c.type.in_((failed, f"{Entity.INSPECTION}.{InspectionStatus.PASSED}")),
+                        _in_range(e.c.at, scope)))
     if scope.partner_id:
         statement = statement.where(j.c.partner_id == scope.partner_id)
     return statement
@@ -195,8 +200,9 @@ def defect_trials(scope: MetricScope) -> Select:
 def notification_trials(scope: MetricScope) -> Select:
     """Notifications due (created in the range, settled): sent (hit), failed or unknown outcome."""
     n = t.notifications
-    statement = select(*_trial(n.c.created_at, case((n.c.status == "sent", 1), else_=0), n.c.order_id, _no(),
-                               n.c.id)).where(n.c.status.in_(NOTIFICATION_DUE), _in_range(n.c.created_at, scope))
+    sent = case((n.c.status == NotificationStatus.SENT, 1), else_=0)
+    statement = select(*_trial(n.c.created_at, sent, n.c.order_id, _no(), n.c.id)).where(
+        n.c.status.in_(NOTIFICATION_DUE), _in_range(n.c.created_at, scope))
     if scope.partner_id:
         statement = statement.where(n.c.order_id.in_(_partner_orders(scope.partner_id)))
     return statement
@@ -247,7 +253,7 @@ def failed_events(bind: Bind, scope: MetricScope, *, source: str, limit: int = D
     """The worker's hold events in the range with why: at, order_number, reason, note (render and label drills)."""
     e, o = t.order_events, t.orders
     statement = (select(e.c.at, o.c.number, e.c.payload).join(o, o.c.id == e.c.order_id)
-                 .where(e.c.type == "order.on_hold", e.c.source == source, _in_range(e.c.at, scope))
+                 .where(e.c.type == HELD, e.c.source == source, _in_range(e.c.at, scope))
                  .order_by(e.c.at.desc(), e.c.id.desc()).limit(limit))
     if scope.partner_id:
         statement = statement.where(e.c.order_id.in_(_partner_orders(scope.partner_id)))
@@ -282,7 +288,7 @@ def failed_notifications(bind: Bind, scope: MetricScope, *, limit: int = DRILL_L
     statement = (select(n.c.created_at.label("at"), o.c.number.label("order_number"), n.c.milestone, n.c.channel,
                         n.c.status, n.c.attempts, n.c.error)
                  .join(o, o.c.id == n.c.order_id)
-                 .where(n.c.status.in_(("failed", "unknown")), _in_range(n.c.created_at, scope))
+                 .where(n.c.status.in_(NOTIFICATION_DUE[1:]), _in_range(n.c.created_at, scope))
                  .order_by(n.c.created_at.desc(), n.c.id).limit(limit))
     if scope.partner_id:
         statement = statement.where(n.c.order_id.in_(_partner_orders(scope.partner_id)))
@@ -361,7 +367,7 @@ def stage_stays(scope: MetricScope, *, now: datetime) -> Select:
     if scope.partner_id:
         moves = moves.where(e.c.order_id.in_(_partner_orders(scope.partner_id)))
     sub = moves.subquery()
-    final = [f"order.{status}" for status in TERMINAL]
+    final = [f"{Entity.ORDER}.{status}" for status in TERMINAL]
     ended = func.coalesce(sub.c.left_at, literal(now, t.order_events.c.at.type))
     return select(sub.c.type.label("grp"), sub.c.at, seconds_between(sub.c.at, ended).label("value"),
                   sub.c.order_id).where(sub.c.at < scope.end, sub.c.type.not_in(final))
@@ -403,7 +409,7 @@ def submitted_per_partner(bind: Bind, scope: MetricScope) -> dict[str, int]:
     e, j = t.order_events, t.print_jobs
     statement = (select(j.c.partner_id, func.count()).select_from(e)
                  .join(j, j.c.id == e.c.payload["entity_id"].as_string())
-                 .where(e.c.type == "job.submitted", _in_range(e.c.at, scope), j.c.partner_id.is_not(None))
+                 .where(e.c.type == SUBMITTED, _in_range(e.c.at, scope), j.c.partner_id.is_not(None))
                  .group_by(j.c.partner_id))
     if scope.partner_id:
         statement = statement.where(j.c.partner_id == scope.partner_id)

@@ -32,6 +32,7 @@ from core.metrics import (
     submission_budget_s,
     targets_from,
 )
+from core.notifications import NotificationStatus
 from core.settings import DEFAULT_DEADLINES_S, DEFAULT_METRIC_TARGETS
 from core.states import OrderStatus
 
@@ -257,3 +258,13 @@ def test_generated_targets_are_valid_and_a_warn_line_past_the_goal_is_not(target
     wrong = target.goal * 0.5 if target.compare == Compare.AT_LEAST else target.goal * 1.5 + 1
     with pytest.raises(BadTarget):
         Target(compare=target.compare, goal=target.goal, warn=wrong)
+
+
+def test_the_read_side_counts_the_outcomes_the_workers_actually_record():
+    # db.metrics finds render and label outcomes by the workers' timeline source: a renamed source would
+    # silently empty those metrics, so the names are held together here.
+    from core.services import render, shipping
+    from db import metrics as read_side
+
+    assert (read_side.RENDER_SOURCE, read_side.SHIPPING_SOURCE) == (render.SOURCE, shipping.SOURCE)
+    assert set(read_side.NOTIFICATION_DUE) < {str(status) for status in NotificationStatus}
