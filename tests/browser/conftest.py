@@ -23,6 +23,7 @@ from playwright.sync_api import sync_playwright
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from tests.browser.dashboard import TIMEOUT_MS
 from tests.browser.world import World, build_world
 from tests.conftest import REDIS_URL, TEST_KEYS, _admin_engine, migrated_and_seeded, service_missing
 from tests.e2e.conftest import BIN, ROOT, System, free_port
@@ -203,7 +204,7 @@ def new_page(request, browser, world, shots):
 
     def make():
         context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
-        context.set_default_timeout(20_000)
+        context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         return context.new_page()
 

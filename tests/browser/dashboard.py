@@ -10,16 +10,18 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.browser.world import STAFF
 
-expect.set_options(timeout=20_000)  # a shared 2-core machine: a page's first run can take seconds
+TIMEOUT_MS = 30_000
+"""How long a step may take: on a busy 2-core CI machine one run of a page can take many seconds."""
+expect.set_options(timeout=TIMEOUT_MS)
 
 
-def wait_until_idle(page: Page, timeout_ms: int = 20_000) -> None:
+def wait_until_idle(page: Page, timeout_ms: int = TIMEOUT_MS) -> None:
     """Let the script run that the last click or key started finish (Streamlit marks its app root)."""
     page.wait_for_timeout(200)  # the rerun request goes out asynchronously after the event
     page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=timeout_ms)
 
 
-def wait_for_rerun(page: Page, timeout_ms: int = 20_000) -> None:
+def wait_for_rerun(page: Page, timeout_ms: int = TIMEOUT_MS) -> None:
     """After a change Streamlit sends late (a slider waits for the keys or the drag to settle): wait for the
     run it starts to begin, then to end."""
     with contextlib.suppress(PlaywrightTimeoutError):  # already over: the checks after it are what matter

@@ -14,7 +14,6 @@ service the batch builder's "Apply" calls (an ops manager slowing batch release 
 from __future__ import annotations
 
 import io
-import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -28,8 +27,9 @@ import db
 from core.services import batches
 from core.states import InspectionStatus, JobStatus, OrderStatus
 from db import tables as t
+from db.seed import demo_logins
 from tests.conftest import settings_for
-from tests.e2e.conftest import ROOT, System
+from tests.e2e.conftest import System
 
 SKU = "MUG-SUB-11OZ-WHT"
 LONDON = {"name": "Ada Lovelace", "line1": "12 Marylebone Rd", "city": "London", "region": "LND",
@@ -38,8 +38,8 @@ BOSTON = {"name": "Grace Hopper", "line1": "1 Broadway", "city": "Cambridge", "r
           "postal_code": "02142", "country": "US"}
 FIRST_PRINTS_REVIEWED = 5
 """core.sampling.SpotCheckPolicy.first_n_new: this many first prints of a template version go to a human."""
-STAFF = {user["role"]: user for user in json.loads((ROOT / "db" / "seed_data" / "staff.json").read_text())}
-"""The seeded demo staff (db/seed.py; `python -m cli demo-logins`), by role."""
+STAFF = {user["role"]: user for user in demo_logins()}
+"""The seeded demo staff (`python -m cli demo-logins`), by role."""
 
 
 def artwork_png(colour: tuple[int, int, int]) -> bytes:
