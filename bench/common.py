@@ -197,6 +197,23 @@ def running(stack: Stack) -> Iterator[Stack]:
         stack.stop()
 
 
+def upload_artwork(api_url: str) -> str:
+    """One 3000x3600 PNG through POST /v1/artwork (with some structure, so QA has edges to register on)."""
+    import io
+
+    from PIL import Image
+
+    image = Image.new("RGB", (3000, 3600), (30, 90, 200))
+    for x in range(0, 3000, 300):
+        image.paste((240, 200, 20), (x, x, x + 150, x + 150))
+    data = io.BytesIO()
+    image.save(data, format="PNG")
+    response = httpx.post(f"{api_url}/v1/artwork", files={"file": ("art.png", data.getvalue(), "image/png")},
+                          timeout=120)
+    response.raise_for_status()
+    return response.json()["id"]
+
+
 # ---- closed-loop HTTP load from a second process ------------------------------------------------------------
 
 

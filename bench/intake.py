@@ -10,22 +10,8 @@ Goal: ratio >= 0.5. Needs PostgreSQL and Redis (PRESSROOM_BENCH_DATABASE_URL / P
 from __future__ import annotations
 
 import argparse
-import io
 
-import httpx
-from PIL import Image
-
-from bench.common import Stack, compare, flush_redis, report, running, say, scratch_database
-
-
-def upload_artwork(url: str) -> str:
-    image = Image.new("RGB", (3000, 3000), (30, 90, 200))
-    data = io.BytesIO()
-    image.save(data, format="PNG")
-    response = httpx.post(f"{url}/v1/artwork", files={"file": ("art.png", data.getvalue(), "image/png")},
-                          timeout=60)
-    response.raise_for_status()
-    return response.json()["id"]
+from bench.common import Stack, compare, flush_redis, report, running, say, scratch_database, upload_artwork
 
 
 def main(argv: list[str] | None = None) -> dict:

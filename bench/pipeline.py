@@ -44,6 +44,7 @@ from bench.common import (
     running,
     say,
     scratch_database,
+    upload_artwork,
     wait_http,
 )
 
@@ -82,18 +83,6 @@ def start_system(stack: Stack, *, workers: int = 2, threads: int = 8) -> System:
     stack.start("sms", sys.executable, "-m", "sims.sms", "--port", str(sms_port))
     wait_http(f"{api_url}/healthz", stack.processes[0])
     return System(stack=stack, api_url=api_url)
-
-
-def upload_artwork(api_url: str) -> str:
-    image = Image.new("RGB", (3000, 3600), (30, 90, 200))
-    for x in range(0, 3000, 300):  # some structure, so QA has edges to register on
-        image.paste((240, 200, 20), (x, x, x + 150, x + 150))
-    data = io.BytesIO()
-    image.save(data, format="PNG")
-    response = httpx.post(f"{api_url}/v1/artwork", files={"file": ("art.png", data.getvalue(), "image/png")},
-                          timeout=120)
-    response.raise_for_status()
-    return response.json()["id"]
 
 
 def order_body(artwork_id: str, n: int, *, unique: bool) -> dict:
