@@ -129,7 +129,11 @@ def pii_canaries(ctx: Context) -> list[Figure]:
             for where, text in (("database dump", dump), ("logs", logs), ("Redis (queues included)", redis_text)):
                 if needle.search(text):
                     hits[where][field] += 1
+    control = json.dumps(people, ensure_ascii=False)  # what was sent: the search must find every canary in it
+    missed = sum(1 for c in people for needle in _needles(c).values() if not needle.search(control))
     figures = [
+        Figure(test=name, figure=f"search self-check: canaries found in the requests as sent: "
+                                 f"{2 * count - missed:,}/{2 * count:,}", pass_figure="all", passed=not missed),
         Figure(test=name, figure=f"{count:,} customers with canaries ordered ({count - len(shopify)} storefront, "
                                  f"{len(shopify)} Shopify): answers {dict(sorted(codes.items()))}; read back "
                                  f"through the app {stored}", pass_figure=f"all 201; {count:,} read back",
