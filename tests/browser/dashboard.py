@@ -6,7 +6,6 @@ import contextlib
 import re
 
 from playwright.sync_api import Page, expect
-from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.browser.world import STAFF
 
@@ -15,18 +14,28 @@ TIMEOUT_MS = 30_000
 expect.set_options(timeout=TIMEOUT_MS)
 
 
-def wait_until_idle(page: Page, timeout_ms: int = TIMEOUT_MS) -> None:
-    """Let the script run that the last click or key started finish (Streamlit marks its app root)."""
-    page.wait_for_timeout(200)  # the rerun request goes out asynchronously after the event
-    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=timeout_ms)
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+_WATCH = """() => {
+    window.__pressroomWatch && window.__pressroomWatch.disconnect();
+    window.__pressroomRan = false;
+    window.__pressroomWatch = new MutationObserver(() => {
+        const app = document.querySelector('[data-testid="stApp"]');
+        if (app && app.getAttribute('data-test-script-state') !== 'notRunning') window.__pressroomRan = true;
+    });
+    window.__pressroomWatch.observe(document.body, {attributes: true, subtree: true,
+                                                    attributeFilter: ['data-test-script-state']});
+}"""
 
 
-def wait_for_rerun(page: Page, timeout_ms: int = TIMEOUT_MS) -> None:
-    """After a change Streamlit sends late (a slider waits for the keys or the drag to settle): wait for the
-    run it starts to begin, then to end."""
-    with contextlib.suppress(PlaywrightTimeoutError):  # already over: the checks after it are what matter
-        page.locator('[data-testid="stApp"]:not([data-test-script-state="notRunning"])').wait_for(timeout=3_000)
-    wait_until_idle(page, timeout_ms)
+@contextlib.contextmanager
+def rerun(page: Page, timeout_ms: int = TIMEOUT_MS):
+    """Around a click or key that makes Streamlit run the page again: afterwards, wait for that run to start
+    and to finish. (Streamlit marks its app root with the script's state; a slider sends its value only once
+    the keys or the drag settle, so a fixed pause is not enough, and clicking during a run can be lost.)"""
+    page.evaluate(_WATCH)
+    yield
+    page.wait_for_function("() => window.__pressroomRan === true", timeout=timeout_ms)
+    page.locator(IDLE).wait_for(timeout=timeout_ms)
 
 
 def sign_in(page: Page, dashboard_url: str, username: str, password: str | None = None, *,
@@ -38,9 +47,10 @@ def sign_in(page: Page, dashboard_url: str, username: str, password: str | None 
     page.goto(f"{dashboard_url}/{landing}")
     page.get_by_role("textbox", name="Username").fill(username)
     page.get_by_role("textbox", name="Password").fill(password)
-    page.get_by_role("textbox", name="Password").press("Enter")
+    with rerun(page):
+        page.get_by_role("textbox", name="Password").press("Enter")
     expect(page.get_by_text(f"Signed in as {username}")).to_be_visible()
-    wait_until_idle(page)
+    page.locator(IDLE).wait_for()  # signing in runs the page a second time, as the signed-in user
 
 
 def open_page(page: Page, link: str, heading: str | re.Pattern | None = None) -> None:
@@ -49,9 +59,18 @@ def open_page(page: Page, link: str, heading: str | re.Pattern | None = None) ->
     more = page.get_by_role("region", name="Sidebar").get_by_text(re.compile(r"^View \d+ more$"))
     if more.count():  # a long page list is folded after ten links
         more.click()
-    nav.get_by_role("link", name=link, exact=True).click()
+    with rerun(page):
+        nav.get_by_role("link", name=link, exact=True).click()
     expect(page.get_by_role("heading", name=heading or link, level=1)).to_be_visible()
-    wait_until_idle(page)
+
+
+def type_into(page: Page, label: str, text: str) -> None:
+    """Type into the text field labelled `label` and press Enter, which hands the text to the app (as leaving
+    the field would, but at a moment of our choosing: no rerun then races the next click)."""
+    box = page.get_by_role("textbox", name=label, exact=True)
+    box.fill(text)
+    with rerun(page):
+        box.press("Enter")
 
 
 def pick(page: Page, label: str, option: str | re.Pattern) -> None:
@@ -60,8 +79,8 @@ def pick(page: Page, label: str, option: str | re.Pattern) -> None:
     box.click()
     if isinstance(option, str):
         box.fill(option)
-    page.get_by_role("option", name=option).first.click()
-    wait_until_idle(page)
+    with rerun(page):
+        page.get_by_role("option", name=option).first.click()
 
 
 def open_expander(page: Page, label: str | re.Pattern) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from core.services.batches import EDIT_RULES, RULES_KEY
 from core.states import BatchStatus, OrderStatus
 from db import tables as t
-from tests.browser.dashboard import open_expander, open_page, sign_in, toast, wait_for_rerun, wait_until_idle
+from tests.browser.dashboard import open_expander, open_page, rerun, sign_in, toast
 
 pytestmark = pytest.mark.browser
 GONE = {BatchStatus.RELEASED, BatchStatus.SUBMITTED, BatchStatus.IN_PROGRESS, BatchStatus.DONE}
@@ -40,8 +40,8 @@ def test_an_ops_manager_releases_a_waiting_batch_and_changes_a_priority_weight(p
 
     # when she opens that batch and clicks "Release now"
     open_expander(page, world.batch_id)
-    batch.get_by_role("button", name="Release now").click()
-    wait_until_idle(page)
+    with rerun(page):
+        batch.get_by_role("button", name="Release now").click()
 
     # then she is told it is on its way, and its orders pass the production gate at the partner
     toast(page, f"Batch {world.batch_id} is released")
@@ -60,17 +60,17 @@ def test_an_ops_manager_releases_a_waiting_batch_and_changes_a_priority_weight(p
     edits_before = rule_edits(world)
     slider = page.get_by_role("slider", name=re.compile("^Express shipping"))
     slider.focus()
-    page.keyboard.press("ArrowRight")
-    page.keyboard.press("ArrowRight")
-    wait_for_rerun(page)
+    with rerun(page):
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowRight")
     expect(slider).to_have_value(f"{before + 1:g}")
     shots(page, "weight-moved")
     # then nothing is saved until she applies
     assert float(stored_rules(world)["priority"]["express"]) == before
 
     # when she clicks "Apply these rules"
-    page.get_by_role("button", name="Apply these rules").click()
-    wait_until_idle(page)
+    with rerun(page):
+        page.get_by_role("button", name="Apply these rules").click()
 
     # then the new weight is in force, stored by her, and her change is in the audit log
     toast(page, "Production rules saved")

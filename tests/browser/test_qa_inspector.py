@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from core.states import InspectionStatus, JobStatus, OrderStatus
 from db import tables as t
-from tests.browser.dashboard import open_page, pick, sign_in, toast, unfocus, wait_until_idle
+from tests.browser.dashboard import open_page, pick, rerun, sign_in, toast, unfocus
 
 pytestmark = pytest.mark.browser
 
@@ -56,8 +56,8 @@ def test_an_inspector_approves_one_print_and_rejects_another_with_a_reason(page,
 
     # when she presses A (the Approve shortcut) on the first item
     unfocus(page)
-    page.keyboard.press("a")
-    wait_until_idle(page)
+    with rerun(page):
+        page.keyboard.press("a")
 
     # then she is told it passes unless she undoes it, and the next item comes up
     toast(page, re.compile(r"Approved inspection .* passes QA"))
@@ -72,8 +72,8 @@ def test_an_inspector_approves_one_print_and_rejects_another_with_a_reason(page,
 
     # when she tries to reject the next item without a reason code (the X shortcut)
     unfocus(page)
-    page.keyboard.press("x")
-    wait_until_idle(page)
+    with rerun(page):
+        page.keyboard.press("x")
     # then she is asked for one and nothing changes
     expect(page.get_by_role("alert").filter(has_text="reason code")).to_be_visible()
     assert inspection_of(world, second) == (InspectionStatus.NEEDS_REVIEW, None)
@@ -81,8 +81,8 @@ def test_an_inspector_approves_one_print_and_rejects_another_with_a_reason(page,
 
     # when she picks "ink blot" and clicks Reject
     pick(page, "Reason code", "ink blot")
-    page.get_by_role("button", name="Reject").click()
-    wait_until_idle(page)
+    with rerun(page):
+        page.get_by_role("button", name="Reject").click()
 
     # then the rejection is confirmed with its reason, and a reprint with that reason code is ordered
     toast(page, re.compile(r"Rejected inspection .*ink_blot"))
