@@ -8,7 +8,7 @@ import streamlit as st
 
 from adapters.passwords import verify_password
 from app import bootstrap
-from core.policy import can_view, is_locked
+from core.policy import can_view
 from core.states import Role
 from db import staff
 
@@ -67,16 +67,17 @@ def sign_in(username: str, password: str) -> bool:
     user = staff.get_user(engine, username)
     if user is None:
         verify_password(bootstrap.decoy_password_hash(), password)  # same cost as a known name
-        staff.record_failed_login(engine, username, now=now, reason="unknown_user", count=False, **limits)
+        staff.record_failed_login(engine, username, now=now, reason="unknown_user")
         return False
-    if is_locked(user.failed_logins, user.locked_until, now, max_attempts=limits["max_attempts"]):
-        staff.record_failed_login(engine, username, now=now, reason="locked", count=False, **limits)
+    counter = staff.claim_attempt(engine, user.username, now=now, **limits)  # counted before it is checked
+    if counter is None:
+        staff.record_failed_login(engine, username, now=now, reason="locked")
         return False
     if not verify_password(user.password_hash, password):
-        staff.record_failed_login(engine, username, now=now, reason="wrong_password", **limits)
+        staff.record_failed_login(engine, username, now=now, reason="wrong_password", counter=counter)
         return False
     if not user.active:
-        staff.record_failed_login(engine, username, now=now, reason="disabled", count=False, **limits)
+        staff.record_failed_login(engine, username, now=now, reason="disabled")
         return False
     staff.record_successful_login(engine, user.username, now=now)
     st.session_state.clear()  # nothing from a previous user's session survives

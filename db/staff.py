@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import random
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,7 +12,7 @@ from typing import Any, Iterator
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from core.policy import LoginCounter, after_failed_login, after_successful_login
+from core.policy import LoginCounter, after_failed_login, after_successful_login, is_locked
 from core.states import Role
 from db import tables as t
 
@@ -59,36 +61,46 @@ def is_active(bind: Engine | Connection, username: str) -> bool:
         return bool(conn.scalar(select(u.c.active).where(u.c.username == username[:_MAX_NAME])))
 
 
-def record_failed_login(engine: Engine, username: str, *, now: datetime, reason: str, max_attempts: int,
-                        lockout_s: float, count: bool = True) -> LoginCounter | None:
-    """Audit a refused login and, for a known account when `count` is set, add it to the lockout count.
+def claim_attempt(engine: Engine, username: str, *, now: datetime, max_attempts: int,
+                  lockout_s: float) -> LoginCounter | None:
+    """Count a login attempt before its password is checked, so concurrent guesses cannot outrun the lock.
+
+    Returns:
+        The account's counter with this attempt counted (it may have just locked the account), or None when
+        the account is locked or unknown: then nothing is counted and the password must not be checked.
+    """
+    name = username[:_MAX_NAME]
+    for attempt in range(200):  # compare-and-set: each concurrent attempt counts exactly once
+        user = get_user(engine, name)
+        if user is None or is_locked(user.failed_logins, user.locked_until, now, max_attempts=max_attempts):
+            return None
+        counter = after_failed_login(user.failed_logins, user.locked_until, now,
+                                     max_attempts=max_attempts, lockout_s=lockout_s)
+        with engine.begin() as conn:
+            if _compare_and_set(conn, user, counter):
+                if counter.locked_until is not None:
+                    log.warning("staff account %s locked until %s after %d failed logins", name,
+                                counter.locked_until.isoformat(), counter.failed_logins)
+                return counter
+        time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 20)))
+    raise RuntimeError(f"could not count a login attempt for {name!r}: the row kept changing")
+
+
+def record_failed_login(engine: Engine, username: str, *, now: datetime, reason: str,
+                        counter: LoginCounter | None = None) -> None:
+    """Audit a refused login (the attempt was counted by `claim_attempt`, when it was counted at all).
 
     Args:
         reason: why it was refused, for the audit log only (the user always sees the same message).
-        count: False for attempts that must not move the counter (the account is locked or unknown).
-    Returns:
-        The account's counter after this attempt; None for an unknown username.
+        counter: the account's counter after the attempt, recorded with it.
     """
-    name = username[:_MAX_NAME]
-    for _ in range(5):  # compare-and-set: concurrent failures each count once
-        user = get_user(engine, name)
-        with engine.begin() as conn:
-            if user is None or not count:
-                _audit(conn, name, LOGIN_FAILED, now, after={"reason": reason})
-                return None if user is None else LoginCounter(failed_logins=user.failed_logins,
-                                                              locked_until=user.locked_until)
-            counter = after_failed_login(user.failed_logins, user.locked_until, now,
-                                         max_attempts=max_attempts, lockout_s=lockout_s)
-            if not _compare_and_set(conn, user, counter):
-                continue
-            after: dict[str, Any] = {"reason": reason, "failed_logins": counter.failed_logins}
-            if counter.locked_until is not None:
-                after["locked_until"] = counter.locked_until.isoformat()
-                log.warning("staff account %s locked until %s after %d failed logins", name,
-                            counter.locked_until.isoformat(), counter.failed_logins)
-            _audit(conn, name, LOGIN_FAILED, now, after=after)
-            return counter
-    raise RuntimeError(f"could not record a failed login for {name!r}: the row kept changing")
+    after: dict[str, Any] = {"reason": reason}
+    if counter is not None:
+        after["failed_logins"] = counter.failed_logins
+        if counter.locked_until is not None:
+            after["locked_until"] = counter.locked_until.isoformat()
+    with engine.begin() as conn:
+        _audit(conn, username[:_MAX_NAME], LOGIN_FAILED, now, after=after)
 
 
 def record_successful_login(engine: Engine, username: str, *, now: datetime) -> None:
