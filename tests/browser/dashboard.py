@@ -18,13 +18,19 @@ IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 _WATCH = """() => {
     window.__pressroomWatch && window.__pressroomWatch.disconnect();
     window.__pressroomRan = false;
+    window.__pressroomToasts = [];
     window.__pressroomWatch = new MutationObserver(() => {
         const app = document.querySelector('[data-testid="stApp"]');
         if (app && app.getAttribute('data-test-script-state') !== 'notRunning') window.__pressroomRan = true;
+        for (const toast of document.querySelectorAll('[data-testid="stToast"]')) {
+            if (!window.__pressroomToasts.includes(toast.textContent)) window.__pressroomToasts.push(toast.textContent);
+        }
     });
-    window.__pressroomWatch.observe(document.body, {attributes: true, subtree: true,
-                                                    attributeFilter: ['data-test-script-state']});
+    window.__pressroomWatch.observe(document.body, {attributes: true, childList: true, subtree: true,
+                                                    characterData: true});
 }"""
+"""Watches the page from just before an action: whether a script run started, and every toast shown (a toast
+goes after a few seconds, which can be before a slow run ends)."""
 
 
 @contextlib.contextmanager
@@ -97,5 +103,6 @@ def unfocus(page: Page) -> None:
 
 
 def toast(page: Page, text: str | re.Pattern) -> None:
-    """The confirmation an action shows in a toast."""
-    expect(page.get_by_test_id("stToast").filter(has_text=text)).to_be_visible()
+    """The confirmation the last action showed in a toast (seen while the action's run went on)."""
+    pattern = text.pattern if isinstance(text, re.Pattern) else re.escape(text)
+    page.wait_for_function("(p) => (window.__pressroomToasts || []).some(t => new RegExp(p).test(t))", arg=pattern)
