@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from api import carrier, selfservice, shopify
 from api.deps import Services, build_services
 from api.problems import domain_error, problem, request_validation_error
-from api.schemas import ArtworkOut, OrderIn, OrderOut, ProblemOut
+from api.schemas import ArtworkOut, OrderIn, OrderOut, ProblemOut, contains_nul
 from core.artwork import ArtworkRefused, normalise_artwork
 from core.commands import ApplyPartnerEvent
 from core.errors import PressroomError, Problem
@@ -67,6 +67,10 @@ def create_app(services: Services | None = None) -> FastAPI:
                              sku: str | None = Form(None, max_length=60)):
         """Upload a PNG, JPEG or TIFF; it is checked by content, normalised and stored."""
         svc: Services = app.state.services
+        if contains_nul([designer_id or "", sku or ""]):
+            return problem(422, "invalid-request", "A form field holds a NUL (\\x00) character.",
+                           [Problem(field="designer_id" if contains_nul(designer_id or "") else "sku", code="invalid",
+                                    message="must not contain NUL (\\x00) characters")])
         data = await file.read(MAX_UPLOAD_BYTES + 1)
         with svc.uow() as uow:
             variants = uow.catalogue.variants([sku]) if sku else {}
@@ -116,7 +120,10 @@ def create_app(services: Services | None = None) -> FastAPI:
             log.warning("shopify webhook %s refused: bad signature", x_shopify_webhook_id[:40])
             return problem(401, "bad-signature", "The webhook signature does not match its body.")
         try:
-            command = shopify.to_command(json.loads(raw))
+            payload = json.loads(raw)
+            if contains_nul(payload):
+                raise ValueError("a string holds a NUL (\\x00) character")
+            command = shopify.to_command(payload)
         except (ValueError, KeyError, TypeError, ValidationError) as error:
             return problem(422, "invalid-request", f"Not a Shopify order payload: {type(error).__name__}.",
                            [Problem(field="body", code="invalid", message=str(error)[:300])])

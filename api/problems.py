@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,6 +19,7 @@ from core.errors import (
     ValidationFailed,
 )
 
+log = logging.getLogger(__name__)
 STATUS = {ValidationFailed: 422, PaymentDeclined: 402, IdempotencyConflict: 409, NotFound: 404,
           NotAllowed: 403, Unauthenticated: 401}
 TITLES = {422: "The request has problems", 402: "Payment declined", 409: "Conflict", 404: "Not found",
@@ -44,11 +47,18 @@ def _path(loc: tuple) -> str:
     return out or "body"
 
 
-def request_validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
-    """Malformed bodies get the same field-level shape as rule failures."""
+def request_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    """Malformed bodies get the same field-level shape as rule failures.
+
+    A webhook refused here (an unsigned one has no signature header) is logged like one refused for its
+    signature: field paths only, never the values, which may carry PII.
+    """
     problems = []
     for item in error.errors():
         kind = item.get("type", "invalid")
         code = "required" if kind == "missing" else "invalid"
         problems.append(Problem(field=_path(tuple(item.get("loc", ()))), code=code, message=item.get("msg", "")))
+    what = "webhook refused" if request.url.path.startswith("/webhooks/") else "request refused"
+    log.warning("%s: malformed %s %s (%s)", what, request.method, request.url.path[:120],
+                ", ".join(f"{p.field} {p.code}" for p in problems[:5]))
     return problem(422, "invalid-request", "The request body does not have the expected shape.", problems)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.commands import Address, CustomerDetails, LineRequest, PlaceOrder
 from core.states import Channel, ShippingSpeed
@@ -10,6 +12,25 @@ from core.states import Channel, ShippingSpeed
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """A NUL character is never text a customer typed, and PostgreSQL refuses to store it: a 422, not a 500."""
+        if contains_nul(value):
+            raise ValueError("must not contain NUL (\\x00) characters")
+        return value
+
+
+def contains_nul(value: Any) -> bool:
+    """True when a string anywhere in `value` (a str, or dicts and lists of them) holds a NUL character."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(contains_nul(v) for v in value)
+    return False
 
 
 class CustomerIn(Strict):

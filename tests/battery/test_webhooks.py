@@ -15,6 +15,5 @@ def test_two_hundred_events_sent_five_times_shuffled_and_late_have_exactly_one_e
 
 
 def test_three_hundred_forged_tampered_unsigned_or_replayed_webhooks_are_refused_with_no_effect(ctx):
-    # known finding (issue 8): a webhook without its signature header is refused by FastAPI's header validation
-    # (422) before our handler runs, and api/problems.py's validation handler does not log it.
-    assert_figures(webhooks.forged_webhooks(ctx), known_findings=(webhooks.UNSIGNED_LOGGED,))
+    # a webhook without its signature header is refused by FastAPI's validation (422), logged by api/problems.py
+    assert_figures(webhooks.forged_webhooks(ctx))

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,30 @@ def test_health_reports_the_database_and_openapi_is_published(api):
     assert api.client.get("/healthz").json()["database"] == "ok"
     spec = api.client.get("/openapi.json").json()
     assert {"/v1/orders", "/v1/artwork", "/webhooks/shopify/orders-create", "/healthz"} <= set(spec["paths"])
+
+
+def test_a_nul_character_anywhere_is_a_field_problem_not_a_server_error(api):
+    # PostgreSQL refuses to store NUL; the battery's fuzzing found it as a 500 (issue 8).
+    art = api.upload()
+    order = api.client.post("/v1/orders", json=api.order_body(art["id"], external_id="SF-\x00-1"))
+    text_nul = api.client.post("/v1/orders", json=api.order_body(
+        art["id"], lines=[{"sku": "TEE-DTG-BLK-M", "quantity": 1, "artwork_id": art["id"],
+                           "texts": {"headline": "Best\x00Dad"}}]))
+    upload = api.client.post("/v1/artwork", files={"file": ("a.png", png_bytes(3000, 3000), "image/png")},
+                             data={"sku": "TEE\x00"})
+    shop = api.client.post("/webhooks/shopify/orders-create",
+                           **signed(api, {**shopify_payload(art["id"]), "email": "bob\x00@example.com"}))
+
+    assert (order.status_code, text_nul.status_code, upload.status_code, shop.status_code) == (422, 422, 422, 422)
+    assert errors_of(order) == {"external_id": "invalid"} and errors_of(upload) == {"sku": "invalid"}
+    assert "lines[0].texts" in errors_of(text_nul)
+    assert count(api, t.orders) == 0 and count(api, t.webhook_inbox) == 0
+
+
+def test_a_webhook_without_its_signature_header_is_refused_and_logged(api, caplog):
+    with caplog.at_level(logging.WARNING, logger="api.problems"):
+        response = api.client.post("/webhooks/partners/acme-columbus", content=b'{"event_id": "evt_1"}',
+                                   headers={"Content-Type": "application/json", "X-Partner-Event-Id": "evt_1"})
+
+    assert response.status_code == 422 and count(api, t.webhook_inbox) == 0
+    assert "webhook refused: malformed POST /webhooks/partners/acme-columbus" in caplog.text
