@@ -1,4 +1,7 @@
-"""The running system once per session (PG, Redis, API, workers, scheduler, sims, dashboard) and a real Chromium.
+"""The running system once for tests/browser (PG, Redis, API, workers, scheduler, sims, dashboard), and Chromium.
+
+Package-scoped, not session-scoped: the processes stop as soon as the last browser test is done, so their
+workers never take messages from the tests that run after them on the same Redis database.
 
 The processes are started with tests/e2e's `System` helper; the world every browser test works on is made by
 sending orders through the real pipeline (see `world.py`). Screenshots of every step, and of the page when a
@@ -43,15 +46,15 @@ def pytest_runtest_makereport(item, call):
     setattr(item, f"report_{report.when}", report)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def artifacts() -> Path:
-    """test-artifacts/browser/, emptied once per session so the screenshots are this run's only."""
+    """test-artifacts/browser/, emptied once per run so the screenshots are this run's only."""
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     (ARTIFACTS / "logs").mkdir(parents=True)
     return ARTIFACTS
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium_path() -> Path:
     """Debian's Chromium (never a downloaded one); missing it fails in CI and skips on a developer's machine."""
     if not CHROMIUM.exists():
@@ -59,9 +62,9 @@ def chromium_path() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
-def session_pg_url(pg_server) -> str:
-    """One migrated and seeded PostgreSQL database for the whole browser session; dropped afterwards."""
+@pytest.fixture(scope="package")
+def browser_pg_url(pg_server) -> str:
+    """One migrated and seeded PostgreSQL database for all the browser tests; dropped afterwards."""
     name = f"pressroom_b_{uuid.uuid4().hex[:10]}"
     admin = _admin_engine()
     with admin.connect() as conn:
@@ -76,8 +79,8 @@ def session_pg_url(pg_server) -> str:
         admin.dispose()
 
 
-@pytest.fixture(scope="session")
-def session_redis_url() -> str:
+@pytest.fixture(scope="package")
+def browser_redis_url() -> str:
     """The test Redis database (PRESSROOM_TEST_REDIS_URL), emptied once before the system starts."""
     try:
         client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
@@ -125,13 +128,13 @@ def wait_for_dashboard(system: System, attempts: int = 3) -> None:
     raise AssertionError(f"the dashboard did not answer at {system.dashboard_url}; logs in {system.logs}")
 
 
-@pytest.fixture(scope="session")
-def running_system(chromium_path, session_pg_url, session_redis_url, artifacts, tmp_path_factory) -> System:
+@pytest.fixture(scope="package")
+def running_system(chromium_path, browser_pg_url, browser_redis_url, artifacts, tmp_path_factory) -> System:
     """Every Procfile process on free ports, like `make run` but on PostgreSQL, with a fast demo pace."""
     objects = tmp_path_factory.mktemp("browser-objects")
     ports = distinct_free_ports("api", "dashboard", "partners", "carrier", "smtp", "mail_http", "sms", "metrics")
     api_url = f"http://127.0.0.1:{ports['api']}"
-    env = {**os.environ, **TEST_KEYS, "DATABASE_URL": session_pg_url, "REDIS_URL": session_redis_url,
+    env = {**os.environ, **TEST_KEYS, "DATABASE_URL": browser_pg_url, "REDIS_URL": browser_redis_url,
            "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "OBJECT_STORE_DIR": str(objects),
            "RECONCILE_EVERY_S": "1", "BATCH_MAX_WAIT_S": "2", "QA_UNDO_WINDOW_S": "1",
            "PRESSROOM_API_URL": api_url, "PARTNER_API_BASE": f"http://127.0.0.1:{ports['partners']}",
@@ -164,15 +167,15 @@ def running_system(chromium_path, session_pg_url, session_redis_url, artifacts, 
         system.stop()
 
 
-@pytest.fixture(scope="session")
-def world(running_system, session_pg_url) -> World:
+@pytest.fixture(scope="package")
+def world(running_system, browser_pg_url) -> World:
     """Orders pushed through the real pipeline into the states the flows start from (see world.build_world)."""
-    built = build_world(running_system, session_pg_url)
+    built = build_world(running_system, browser_pg_url)
     yield built
     built.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(chromium_path):
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(chromium_path), args=CHROMIUM_ARGS)
