@@ -48,8 +48,8 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="package")
 def artifacts() -> Path:
-    """test-artifacts/browser/, emptied once per run so the screenshots are this run's only."""
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    """test-artifacts/browser/ with an empty logs/ folder (each test empties its own folder as it starts)."""
+    shutil.rmtree(ARTIFACTS / "logs", ignore_errors=True)
     (ARTIFACTS / "logs").mkdir(parents=True)
     return ARTIFACTS
 
@@ -187,7 +187,8 @@ def browser(chromium_path):
 def shots(request, artifacts):
     """`shots(page, "step")` saves NN-step.png under the test's own artefact folder."""
     folder = artifacts / request.node.name
-    folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)  # only this run's pictures
+    folder.mkdir(parents=True)
     taken = []
 
     def shoot(page, step: str) -> Path:
