@@ -59,11 +59,12 @@ def test_an_ops_manager_releases_a_waiting_batch_and_changes_a_priority_weight(p
     before = float(stored_rules(world)["priority"]["express"])
     edits_before = rule_edits(world)
     slider = page.get_by_role("slider", name=re.compile("^Express shipping"))
+    after = before + 2 * float(slider.get_attribute("step"))
     slider.focus()
     with rerun(page):
         page.keyboard.press("ArrowRight")
         page.keyboard.press("ArrowRight")
-    expect(slider).to_have_value(f"{before + 1:g}")
+    expect(slider).to_have_value(f"{after:g}")
     shots(page, "weight-moved")
     # then nothing is saved until she applies
     assert float(stored_rules(world)["priority"]["express"]) == before
@@ -75,6 +76,6 @@ def test_an_ops_manager_releases_a_waiting_batch_and_changes_a_priority_weight(p
     # then the new weight is in force, stored by her, and her change is in the audit log
     toast(page, "Production rules saved")
     shots(page, "applied")
-    assert float(stored_rules(world)["priority"]["express"]) == before + 1
+    assert float(stored_rules(world)["priority"]["express"]) == after
     assert world.scalar(select(t.settings.c.updated_by).where(t.settings.c.key == RULES_KEY)) == "olive"
-    assert rule_edits(world) == edits_before + [("olive", before, before + 1)]
+    assert rule_edits(world) == edits_before + [("olive", before, after)]
