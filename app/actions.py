@@ -13,7 +13,7 @@ from sqlalchemy.orm import sessionmaker
 import db
 from adapters.broker import DramatiqBus, make_broker
 from adapters.ids import TimeOrderedIds
-from app import auth, bootstrap, queries
+from app import auth, bootstrap, components, queries
 from core.errors import PressroomError
 from core.policy import can_do
 from core.ports import MessageBus
@@ -140,6 +140,11 @@ def save_production_rules(document: dict[str, Any]) -> bool:
     return _act(batches.EDIT_RULES, work,
                 lambda saved: f"Production rules saved: {saved.rescored_jobs} open job(s) re-scored, "
                               f"{saved.retargeted_batches} open batch(es) resized.")
+
+
+def save_edited_production_rules(editor_key: str) -> bool:
+    """The Apply button's callback: save the rules as the editor's widgets hold them at the click."""
+    return save_production_rules(components.edited_rules(queries.rules_in_force(), key=editor_key))
 
 
 # ---- QA review ---------------------------------------------------------------------------------------------

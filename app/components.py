@@ -302,27 +302,46 @@ def rules_editor(values: Mapping[str, Any], *, key: str) -> dict[str, Any]:
     with weights:
         st.markdown("**Priority weights** (points)")
         for name, label, top, step in _PRIORITY_SLIDERS:
-            priority[name] = st.slider(label, 0.0, max(top, float(priority[name])), float(priority[name]), step,
-                                       key=f"{key}.priority.{name}")
+            st.slider(label, 0.0, max(top, float(priority[name])), float(priority[name]), step,
+                      key=f"{key}.priority.{name}")
     with policy:
         st.markdown("**Batching**")
         wait, window = float(batching["max_wait_s"]) / 60, max(5, round(batching["capacity_window_s"] / 60))
-        batching["max_wait_s"] = 60 * st.number_input(
-            "Longest wait for a batch (min)", min(0.05, wait), max(1440.0, wait), wait, 5.0, format="%.2f",
-            key=f"{key}.batching.max_wait", help="an open batch is released when its oldest job has waited this long")
-        batching["capacity_window_s"] = 60 * st.slider(
-            "Target size: minutes of the partner's capacity", 5, max(240, window), window, step=5,
-            key=f"{key}.batching.capacity_window")
+        st.number_input("Longest wait for a batch (min)", min(0.05, wait), max(1440.0, wait), wait, 5.0, format="%.2f",
+                        key=f"{key}.batching.max_wait",
+                        help="an open batch is released when its oldest job has waited this long")
+        st.slider("Target size: minutes of the partner's capacity", 5, max(240, window), window, step=5,
+                  key=f"{key}.batching.capacity_window")
         sizes = (int(batching["min_size"]), int(batching["max_size"]))
-        batching["min_size"], batching["max_size"] = st.slider(
-            "Batch size bounds (jobs)", 1, max(500, sizes[1]), sizes, key=f"{key}.batching.sizes")
-        sla_hours = st.number_input("On-time start: printing within (hours of submission)", 0.25, 72.0,
-                                    values["start_sla_s"] / 3600, 0.25, key=f"{key}.start_sla")
+        st.slider("Batch size bounds (jobs)", 1, max(500, sizes[1]), sizes, key=f"{key}.batching.sizes")
+        st.number_input("On-time start: printing within (hours of submission)", 0.25, 72.0,
+                        values["start_sla_s"] / 3600, 0.25, key=f"{key}.start_sla")
     with st.expander("Routing weights (they apply to jobs routed from now on)"):
         for name, label in _ROUTING_SLIDERS:
-            routing[name] = st.slider(label, 0.0, 1.0, float(routing[name]), 0.05, key=f"{key}.routing.{name}")
-    return dict(values) | {"priority": priority, "batching": batching, "routing": routing,
-                           "start_sla_s": sla_hours * 3600}
+            st.slider(label, 0.0, 1.0, float(routing[name]), 0.05, key=f"{key}.routing.{name}")
+    return edited_rules(values, key=key)
+
+
+def edited_rules(values: Mapping[str, Any], *, key: str) -> dict[str, Any]:
+    """The rules document as `rules_editor`'s widgets hold it now (`values` where a widget has no value yet).
+
+    Read from the session, not from a previous run's return value, so a button callback sees a slider moved
+    just before the click.
+    """
+    state = st.session_state
+    priority, batching, routing = dict(values["priority"]), dict(values["batching"]), dict(values["routing"])
+    for name, *_ in _PRIORITY_SLIDERS:
+        priority[name] = state.get(f"{key}.priority.{name}", priority[name])
+    if f"{key}.batching.max_wait" in state:
+        batching["max_wait_s"] = 60 * state[f"{key}.batching.max_wait"]
+    if f"{key}.batching.capacity_window" in state:
+        batching["capacity_window_s"] = 60 * state[f"{key}.batching.capacity_window"]
+    if f"{key}.batching.sizes" in state:
+        batching["min_size"], batching["max_size"] = state[f"{key}.batching.sizes"]
+    for name, _ in _ROUTING_SLIDERS:
+        routing[name] = state.get(f"{key}.routing.{name}", routing[name])
+    sla_s = 3600 * state[f"{key}.start_sla"] if f"{key}.start_sla" in state else values["start_sla_s"]
+    return dict(values) | {"priority": priority, "batching": batching, "routing": routing, "start_sla_s": sla_s}
 
 
 def start_shift_chart(jobs: pd.DataFrame, *, limit: int = 60) -> None:

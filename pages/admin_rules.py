@@ -34,9 +34,9 @@ with words_tab:
 with production_tab:
     st.caption("The same rules as the batch builder's what-if (open it to see how starts would shift). Applying "
                "re-scores open jobs and resizes open batches; routing weights apply to jobs routed from now on.")
-    edited = ui.rules_editor(queries.rules_in_force(), key=f"{PAGE}.rules")
+    ui.rules_editor(queries.rules_in_force(), key=f"{PAGE}.rules")
     st.button("Apply these rules", key=f"{PAGE}.apply_rules", type="primary", icon=":material/done_all:",
-              on_click=actions.save_production_rules, args=(edited,))
+              on_click=actions.save_edited_production_rules, args=(f"{PAGE}.rules",))
 
 
 def save_qa() -> None:

@@ -79,5 +79,5 @@ else:
     with st.expander("Every open job, before and after"):
         ui.start_shift_table(preview["jobs"])
 st.button("Apply these rules", key=f"{PAGE}.apply", type="primary", icon=":material/done_all:",
-          disabled=bool(preview["error"]), on_click=actions.save_production_rules, args=(edited,),
+          disabled=bool(preview["error"]), on_click=actions.save_edited_production_rules, args=(f"{PAGE}.rules",),
           help="Saves the rules previewed above; the change is audited")

@@ -252,3 +252,13 @@ def test_the_control_room_shows_partner_load_lag_and_on_time_starts(routed, tmp_
     assert berlin["lag"] == "6.0 h"
     assert berlin["on_time"] == pytest.approx(1 / 3) and berlin["decided"] == 3
     assert panel.set_index("name").loc["Pacific Press", "in_flight"] == 0
+
+
+def test_apply_saves_a_weight_moved_in_the_same_interaction_as_the_click(olive, routed):
+    # a slider released and Apply clicked at once arrive in one rerun; the saved rules are the moved ones
+    olive.slider(key=f"{PAGE}.rules.priority.express").set_value(0.75)
+    olive.button(key=f"{PAGE}.apply").click().run()
+
+    assert not olive.error
+    stored = routed.rows(select(t.settings.c.value).where(t.settings.c.key == b.RULES_KEY))[0][0]
+    assert stored["priority"]["express"] == 0.75
