@@ -31,10 +31,10 @@ class RedisHarness(ApiHarness):
         self.client = TestClient(create_app(self.services))
 
 
-def render_queue(redis_url: str) -> list[dict]:
+def render_queue(redis_url: str, queue: str = "render") -> list[dict]:
     client = redis.Redis.from_url(redis_url)
-    ids = client.lrange("dramatiq:render", 0, -1)
-    return [json.loads(client.hget("dramatiq:render.msgs", i)) for i in ids]
+    ids = client.lrange(f"dramatiq:{queue}", 0, -1)
+    return [json.loads(client.hget(f"dramatiq:{queue}.msgs", i)) for i in ids]
 
 
 def test_an_accepted_order_puts_its_render_message_on_the_real_render_queue(pg_url, redis_url, tmp_path):
@@ -86,4 +86,11 @@ def test_orders_in_states_that_wait_on_the_outside_world_are_not_re_driven(pg_ur
     with api.services.engine.begin() as conn:
         conn.execute(update(t.orders).values(status="shipped"))
     far = api.services.now() + timedelta(days=30)
-    assert reconcile(api.services.uow(), now=far, deadlines_s=api.services.settings.stage_deadlines_s) == 0
+    reconcile(api.services.uow(), now=far, deadlines_s=api.services.settings.stage_deadlines_s)
+
+    # no stage message: a shipped order waits on the carrier (its unsent "received" messages are re-queued,
+    # which is the notify stage's own re-drive)
+    assert [m["actor_name"] for q in ("render", "production", "shipping") for m in render_queue(redis_url, q)] == []
+    assert {m["kwargs"]["milestone"] for m in render_queue(redis_url, "notify")} <= {"received"}
+    with api.services.engine.connect() as conn:
+        assert not conn.scalar(select(t.order_events.c.id).where(t.order_events.c.type == "stage.redriven"))
