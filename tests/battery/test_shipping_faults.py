@@ -1,0 +1,15 @@
+"""Battery shipping faults at CI size: unverifiable addresses and a carrier 429 storm, through the real shipping
+and notify workers against the carrier sim and the SMTP sink, on PG + Redis."""
+
+from __future__ import annotations
+
+import pytest
+
+from battery import shipping_faults
+from tests.battery.conftest import assert_figures
+
+pytestmark = [pytest.mark.battery, pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+def test_fifty_orders_one_in_five_unverifiable_get_no_label_and_each_such_customer_is_asked_once(ctx):
+    assert_figures(shipping_faults.invalid_addresses(ctx))
