@@ -173,6 +173,72 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 redis_handle.stop()
 
 
+def cmd_rotate_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """Re-encrypt every PII column with the first key of PRESSROOM_PII_KEYS; exit 1 if any row is unreadable."""
+    from tqdm import tqdm
+
+    import db
+    from db.pii import count_pii_rows, rotate_keys
+
+    db.configure(settings)
+    engine = db.make_engine(settings.database_url)
+    try:
+        with tqdm(total=count_pii_rows(engine), unit="row", desc="rotating PII", file=sys.stderr) as bar:
+            report = rotate_keys(engine, settings.pii_keys, batch_size=args.batch_size, progress=bar.update)
+    finally:
+        engine.dispose()
+    for table, counts in report.per_table.items():
+        print(f"  {table}: {counts['rows']} rows, {counts['rotated']} rotated, {counts['unreadable']} unreadable")
+    print(f"rows rotated: {report.rows_rotated}; already under the current key: {report.rows_current}; "
+          f"unreadable: {report.rows_unreadable}")
+    if report.unreadable:
+        raise CliError(f"{report.rows_unreadable} row(s) no key in PRESSROOM_PII_KEYS can read (left as they "
+                       f"were): {', '.join(report.unreadable[:20])}; add the key they were written with")
+    return 0
+
+
+def cmd_erase_customer(args: argparse.Namespace, settings: Settings) -> int:
+    """Erase a customer's PII (erasure request): orders kept pseudonymised, their objects deleted."""
+    from datetime import UTC, datetime
+
+    import db
+    from adapters.objectstore import make_object_store
+    from db.pii import CustomerNotFound, erase_customer
+
+    db.configure(settings)
+    engine = db.make_engine(settings.database_url)
+    try:
+        report = erase_customer(engine, make_object_store(settings), email=args.email, actor=args.actor,
+                                now=datetime.now(UTC))
+    except CustomerNotFound as exc:
+        raise CliError(exc.message) from exc
+    finally:
+        engine.dispose()
+    print(f"erased customer {', '.join(report.customer_ids)}: {report.orders} order(s) kept pseudonymised, "
+          f"{report.objects} object(s) deleted ({report.object_versions} version(s)), "
+          f"{report.inbox_bodies} webhook body(ies) scrubbed")
+    return 0
+
+
+def cmd_export_customer(args: argparse.Namespace, settings: Settings) -> int:
+    """Print everything held about a customer as JSON (access request), decrypted."""
+    import json
+
+    import db
+    from db.pii import CustomerNotFound, export_customer
+
+    db.configure(settings)
+    engine = db.make_engine(settings.database_url)
+    try:
+        document = export_customer(engine, email=args.email)
+    except CustomerNotFound as exc:
+        raise CliError(exc.message) from exc
+    finally:
+        engine.dispose()
+    print(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+    return 0
+
+
 # --- run: processes -----------------------------------------------------------------------------------------
 
 
@@ -382,6 +448,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("processes", nargs="*", metavar="PROCESS",
                      help="run only these Procfile processes (default: all), e.g. `run api dashboard`")
     add("demo-logins", cmd_demo_logins, "print the demo staff logins that `seed` creates")
+    rotate = add("rotate-keys", cmd_rotate_keys, "re-encrypt every PII column with the first key of "
+                 "PRESSROOM_PII_KEYS (resumable; exit 1 if a row is unreadable)")
+    rotate.add_argument("--batch-size", type=int, default=500, help="rows per transaction (default 500)")
+    erase = add("erase-customer", cmd_erase_customer, "erase a customer's PII (orders kept pseudonymised, "
+                "their labels, QA photos and personal print files deleted in every version)")
+    erase.add_argument("--email", required=True, help="the customer's e-mail address")
+    erase.add_argument("--actor", default="cli", help="who asked (for the audit log; default: cli)")
+    export = add("export-customer", cmd_export_customer, "print everything held about a customer as JSON")
+    export.add_argument("--email", required=True, help="the customer's e-mail address")
     return parser
 
 
