@@ -1,7 +1,9 @@
 """PII canaries: customers whose name, e-mail, phone and address carry unique canary strings order through the API
 processes (storefront and signed Shopify webhooks); then the database (pg_dump), the processes' logs and every
 Redis key (queue payloads included) are searched for the canaries in plain text. The canaries must be readable
-through the application (so they were really stored) and nowhere else."""
+through the application (so they were really stored) and nowhere else. Then the PII lifecycle on the same rows:
+every PII value rotated to a new key (which alone must read them all), some customers exported as JSON and then
+erased (0 canary hits in the dump or any object version; their order records kept; the others untouched)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,13 @@ import re
 import subprocess
 import uuid
 from collections import Counter
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import httpx
 import redis
-from sqlalchemy import select
+from cryptography.fernet import InvalidToken
+from sqlalchemy import Text, select, type_coerce
 from sqlalchemy.engine import make_url
 
 from battery.framework import Context, Figure
@@ -145,7 +150,100 @@ def pii_canaries(ctx: Context) -> list[Figure]:
         figures.append(Figure(test=name, figure=f"plaintext canary hits in the {where} ({sizes[where]:,} chars"
                                                 f"{extra}): {sum(found.values())} {dict(found) or ''}".rstrip(),
                               pass_figure="0", passed=not found))
-    return figures
+    return figures + _lifecycle(ctx, people, rng)
+
+
+def _lifecycle(ctx: Context, people: list[dict], rng: random.Random) -> list[Figure]:
+    """Key rotation over every PII row, access export and erasure requests, counted on the same database."""
+    from cryptography.fernet import Fernet
+
+    import db
+    from adapters.objectstore import LocalVersionedStore
+    from db.pii import encrypted_columns, erase_customer, export_customer, pseudonym, rotate_keys
+    from tests.conftest import settings_for
+
+    name = "pii-canaries"
+    engine = db.make_engine(ctx.pg_url)
+    old = settings_for(ctx.pg_url)
+    new_key = Fernet.generate_key().decode()
+    try:
+        report = rotate_keys(engine, (new_key, *old.pii_keys))
+        db.configure(replace(old, pii_keys=(new_key,)))  # the new key alone from here on
+        read = unreadable = 0
+        with engine.connect() as conn:
+            for table, columns in encrypted_columns().items():
+                for column in columns:
+                    for token in conn.scalars(select(type_coerce(table.c[column], Text))
+                                              .where(table.c[column].is_not(None))):
+                        try:
+                            Fernet(new_key.encode()).decrypt(token.encode())
+                            read += 1
+                        except InvalidToken:
+                            unreadable += 1
+        figures = [Figure(test=name, figure=f"key rotation: {report.rows_seen:,} PII rows, {report.rows_rotated:,} "
+                                            f"rotated, {report.rows_unreadable} unreadable; then the new key alone "
+                                            f"reads {read:,} values, {unreadable} unreadable",
+                          pass_figure="0 unreadable",
+                          passed=report.rows_unreadable == 0 and unreadable == 0 and read > 0)]
+        chosen = rng.sample(people, ctx.pick(10, 50))
+        exported = [export_customer(engine, email=c["email"]) for c in chosen]
+        complete = sum(1 for c, doc in zip(chosen, exported, strict=True)
+                       if doc["customers"][0]["name"] == c["name"] and doc["orders"]
+                       and all(o["shipping_address"]["line1"] == c["line1"] and o["lines"] for o in doc["orders"]))
+        figures.append(Figure(test=name, figure=f"export: {complete}/{len(chosen)} customers' JSON holds their "
+                                                "profile and orders (lines, address) decrypted",
+                              pass_figure="all", passed=complete == len(chosen)))
+        store = LocalVersionedStore(ctx.workdir / "objects")
+        chosen_ids = _customer_ids(engine, chosen)
+        orders_before = _orders_of(engine, chosen_ids)
+        for c in chosen:
+            erase_customer(engine, store, email=c["email"], actor="battery", now=datetime.now(UTC))
+        dump = _pg_dump(ctx.pg_url)
+        versions = [p.read_bytes().decode(errors="replace") for p in store.root.rglob("*") if p.is_file()]
+        hits = Counter()
+        for c in chosen:
+            for needle in _needles(c).values():
+                hits["database dump"] += bool(needle.search(dump))
+                hits["object versions"] += sum(1 for v in versions if needle.search(v))
+        kept = [c for c in people if c not in chosen]
+        still = sum(1 for c in kept if export_customer(engine, email=c["email"])["customers"][0]["name"] == c["name"])
+        orders_after = _orders_of(engine, chosen_ids)
+        with engine.connect() as conn:
+            pseudonymised = sum(1 for r in conn.execute(select(t.customers.c.id, t.customers.c.name_enc,
+                                                               t.customers.c.erased_at)
+                                                        .where(t.customers.c.id.in_(chosen_ids)))
+                                if r.name_enc == pseudonym(r.id) and r.erased_at is not None)
+        figures += [
+            Figure(test=name, figure=f"erasure of {len(chosen)} customers: canary hits after, database dump "
+                                     f"{hits['database dump']}, {len(versions)} object versions "
+                                     f"{hits['object versions']}", pass_figure="0", passed=not sum(hits.values())),
+            Figure(test=name, figure=f"erasure kept {len(orders_after)}/{len(orders_before)} order records "
+                                     f"(number, total, status) unchanged, {pseudonymised}/{len(chosen_ids)} "
+                                     f"customers pseudonymised; {still}/{len(kept)} other customers untouched",
+                   pass_figure="all",
+                   passed=(orders_after == orders_before and bool(orders_before)
+                           and pseudonymised == len(chosen_ids) == len(chosen) and still == len(kept))),
+        ]
+        return figures
+    finally:
+        engine.dispose()
+        db.configure(old)
+
+
+def _customer_ids(engine, people: list[dict]) -> set[str]:
+    from db.types import keyring
+
+    hashes = [keyring().blind_index(c["email"]) for c in people]
+    with engine.connect() as conn:
+        return set(conn.scalars(select(t.customers.c.id).where(t.customers.c.email_hash.in_(hashes))))
+
+
+def _orders_of(engine, customer_ids: set[str]) -> dict[str, tuple]:
+    """Number → (total, currency, status) of these customers' orders: what accounting keeps after erasure."""
+    o = t.orders
+    with engine.connect() as conn:
+        return {r.number: (r.total_cents, r.currency, str(r.status))
+                for r in conn.execute(select(o).where(o.c.customer_id.in_(customer_ids)))}
 
 
 def _art() -> bytes:
