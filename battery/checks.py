@@ -22,6 +22,10 @@ CHECKS: dict[str, Check] = {c.name: c for c in (
           "1,000 customers with canary strings → 0 plaintext hits in the database dump, logs, Redis and queues"),
  Check("addresses-invalid", shipping_faults.invalid_addresses,
           "1,000 addresses, 20 % unverifiable → 0 labels for those; each such customer asked exactly once"),
+ Check("carrier-429", shipping_faults.carrier_429_storm,
+          "labels bought while the carrier answers every 10th request 429 → 0 orders failed; 429s after warm-up"),
+ Check("partner-outage", shipping_faults.partner_outage,
+          "every partner down for 60 s while batches go out → backlog visible; drained; 0 jobs lost or duplicated"),
 )}
 
 SOAK_LEFT = (  # the long part of issue 8, not built yet: `python -m battery --soak` lists it and exits 2
@@ -31,7 +35,5 @@ SOAK_LEFT = (  # the long part of issue 8, not built yet: `python -m battery --s
     "Redis FLUSHALL mid-run; Redis killed and restarted without persistence, 3 times: 0 lost, 0 duplicated",
     "PostgreSQL stopped (immediate) and restarted 3 times: 0 accepted orders lost; recovery within 30 s",
     "partner and carrier faults through a loopback fault proxy: 0 duplicates; unknown outcomes asked first",
-    "carrier 429 storm: 0 orders failed; 429s under 1 % after warm-up",
-    "partner down for 60 s: 0 lost; backlog visible on the control room; drained afterwards",
     "PII: key rotation over all rows; erasure request (every object version); export as JSON",
 )

@@ -1,10 +1,12 @@
-"""Shipping faults: addresses the carrier cannot verify (no label, the customer asked once) and a carrier 429 storm
-(no order fails for it; the 429 share after warm-up), through the real shipping and notify workers.
+"""Shipping faults: addresses the carrier cannot verify (no label, the customer asked once), a carrier 429 storm
+(no order fails for it; the 429 share after warm-up), and a partner outage (0 lost, 0 duplicated, drained).
 
 Orders come in through the API, are moved to ready_to_ship by the domain's own transitions (the stages before
 shipping are not what these checks are about), and their `shipping.buy_label` messages go to Redis the way the QA
 stage sends them, each twice (a redelivery). A Dramatiq worker process consumes `shipping` and `notify` against the
 EasyPost-compatible carrier sim and the SMTP sink; labels are counted from the sim's ledger, e-mails from the sink.
+The partner outage renders, routes and batches through the services and lets a worker on `production` submit to
+the partner sim; partner jobs are counted from its ledger.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
 import redis
@@ -24,12 +27,24 @@ from sqlalchemy import func, select
 from adapters.broker import queue_stats
 from battery.framework import Context, Figure, count_figure, percent
 from core.commands import BuyLabel
-from core.states import HoldReason, OrderStatus
+from core.services.production import ProductionRules, batch_ready_jobs, route_order
+from core.services.render import render_order
+from core.states import HoldReason, JobStatus, OrderStatus
+from db import queries as q
 from db import tables as t
 from sims.carrier import BackgroundServer, CarrierSimConfig, Faults
 from sims.smtp_sink import SmtpSink
 from tests.conftest import TEST_KEYS
-from tests.integration.production_helpers import ROOT, Processes, free_port
+from tests.integration.production_helpers import (
+    DEAD_URL,
+    ROOT,
+    Processes,
+    free_port,
+    place_orders,
+    serve_sim,
+    sim_control,
+    sim_ledger,
+)
 from tests.integration.test_intake_on_postgres import RedisHarness
 
 VALID = {"line1": "350 5th Ave", "city": "New York", "region": "NY", "postal_code": "10118", "country": "US"}
@@ -223,3 +238,91 @@ LIMITED_FIGURE = "429s after warm-up (sim ledger)"
 def _dead_lettered(redis_url: str) -> int:
     return sum(s.dead for s in queue_stats(redis.Redis.from_url(redis_url), ("shipping", "notify")))
 
+# ---- check: partner down --------------------------------------------------------------------------------------
+
+
+def partner_outage(ctx: Context) -> list[Figure]:
+    """Every partner's API answers 503 for D seconds while N orders' batches are released → the backlog shows
+    (orders waiting at the production gate, messages waiting on the production queue), then drains: every job
+    created at the partner sim exactly once, 0 lost, 0 duplicated, 0 unexpected."""
+    name = "partner-outage"
+    orders, outage_s = ctx.pick(30, 300), ctx.pick(10, 60)
+    with ExitStack() as stack:
+        partner_url = stack.enter_context(serve_sim())
+        logs = ctx.workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        env = {**os.environ, **TEST_KEYS, "DATABASE_URL": ctx.pg_url, "REDIS_URL": ctx.redis_url,
+               "PYTHONPATH": str(ROOT), "OBJECT_STORE_DIR": str(ctx.workdir / "objects"),
+               "PRESSROOM_PROMETHEUS": "0", "PRESSROOM_API_URL": DEAD_URL, "dramatiq_queue_prefetch": "16",
+               "PARTNER_API_BASE": partner_url, "PARTNER_RATE_PER_S": "200"}
+        system = Processes(env=env, logs=logs)
+        stack.callback(system.stop)
+        system.start("worker", sys.executable, "-m", "workers", "workers.actors", "--processes", "1",
+                     "--threads", "8", "--queues", "production")
+        harness = RedisHarness(ctx.pg_url, ctx.workdir)
+        svc = harness.services
+        stack.callback(svc.engine.dispose)
+        ids = place_orders(harness, orders=orders, units=1)
+        rules = ProductionRules()
+        for order_id in ids:  # the stages before the gate, as their workers run them
+            assert render_order(order_id, uow=svc.uow(), store=svc.store, now=svc.now,
+                                clock=time.perf_counter) == "rendered"
+            assert route_order(order_id, uow=svc.uow(), now=svc.now(), rules=rules) == "routed"
+        sim_control(partner_url, outage_s=outage_s)  # every partner down from now on
+        outage_ends = time.monotonic() + outage_s
+        # batch and release (the second pass as if the batches' max wait had passed): SubmitBatch messages go out
+        batches = batch_ready_jobs(svc.uow(), now=svc.now(), rules=rules, new_id=svc.ids.new)
+        batches += batch_ready_jobs(svc.uow(), now=svc.now() + rules.batching.max_wait + timedelta(seconds=1),
+                                    rules=rules, new_id=svc.ids.new)
+        client = redis.Redis.from_url(ctx.redis_url)
+        waiting_peak, queued_peak = 0, 0
+        while time.monotonic() < outage_ends - 0.5:  # what the control room shows during the outage
+            waiting_peak = max(waiting_peak, _waiting_at_gate(svc.engine))
+            [production] = queue_stats(client, ("production",))
+            queued_peak = max(queued_peak, production.depth + production.in_flight + production.delayed)
+            system.assert_alive()
+            time.sleep(0.5)
+        during = sim_ledger(partner_url)
+        drained_after = _wait_drained(svc.engine, client, system, timeout=ctx.pick(180, 900)) - outage_ends
+        ledger = sim_ledger(partner_url)
+        j = t.print_jobs
+        with svc.engine.connect() as conn:
+            jobs = {r.id: str(r.status) for r in conn.execute(select(j.c.id, j.c.status))}
+        dead = sum(s.dead for s in queue_stats(client, ("production",)))
+    created = ledger["by_external_id"]
+    lost = [job for job in jobs if job not in created]
+    unexpected = [ext for ext in created if ext not in jobs]
+    return [
+        Figure(test=name, figure=f"partner answered 503 during the {outage_s} s outage: "
+                                 f"{during.get('outage_rejections', 0):,} requests; jobs created meanwhile "
+                                 f"{during['jobs_created']}", pass_figure="> 0 refused; 0 created",
+               passed=during.get("outage_rejections", 0) > 0 and during["jobs_created"] == 0),
+        Figure(test=name, figure=f"backlog visible during the outage: orders waiting at the production gate "
+                                 f"{waiting_peak:,} (Orders by state), production queue {queued_peak:,} messages "
+                                 f"({len(batches)} batches)", pass_figure=f"{orders:,} orders; > 0 messages",
+               passed=waiting_peak == orders and queued_peak > 0),
+        count_figure(name, f"jobs lost (in the database, never created at the partner; of {len(jobs):,})",
+                     len(lost), 0),
+        count_figure(name, "jobs duplicated at the partner (sim ledger)", ledger["duplicate_creates"], 0),
+        count_figure(name, "unexpected partner jobs (no such job in the database)", len(unexpected), 0),
+        count_figure(name, f"jobs submitted after the outage (drained {drained_after:.0f} s after it ended)",
+                     sum(1 for s in jobs.values() if s == JobStatus.SUBMITTED), len(jobs)),
+        count_figure(name, "production messages dead-lettered", dead, 0),
+    ]
+
+
+def _waiting_at_gate(engine) -> int:
+    frame = q.orders_per_status(engine)  # the control room's "Orders by state"
+    return int(frame.loc[frame["status"] == str(OrderStatus.READY_FOR_PRODUCTION), "orders"].sum())
+
+
+def _wait_drained(engine, client, system: Processes, *, timeout: float) -> float:
+    """Until no order waits at the gate and the production queue is empty; returns time.monotonic() then."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        [production] = queue_stats(client, ("production",))
+        if not _waiting_at_gate(engine) and not (production.depth or production.in_flight or production.delayed):
+            return time.monotonic()
+        system.assert_alive()
+        time.sleep(0.5)
+    raise AssertionError(f"backlog not drained {timeout}s after the outage; logs in {system.logs}")
