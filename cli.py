@@ -203,13 +203,15 @@ def cmd_erase_customer(args: argparse.Namespace, settings: Settings) -> int:
 
     import db
     from adapters.objectstore import make_object_store
-    from db.pii import CustomerNotFound, erase_customer
+    from db.pii import CustomerNotFound, OrdersStillOpen, erase_customer
 
     db.configure(settings)
     engine = db.make_engine(settings.database_url)
     try:
         report = erase_customer(engine, make_object_store(settings), email=args.email, actor=args.actor,
-                                now=datetime.now(UTC))
+                                now=datetime.now(UTC), include_open_orders=args.include_open_orders)
+    except OrdersStillOpen as exc:
+        raise CliError(f"{exc.message}; nothing was changed (--include-open-orders erases anyway)") from exc
     except CustomerNotFound as exc:
         raise CliError(exc.message) from exc
     finally:
@@ -455,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "their labels, QA photos and personal print files deleted in every version)")
     erase.add_argument("--email", required=True, help="the customer's e-mail address")
     erase.add_argument("--actor", default="cli", help="who asked (for the audit log; default: cli)")
+    erase.add_argument("--include-open-orders", action="store_true",
+                       help="erase even if orders are not yet delivered, cancelled or failed")
     export = add("export-customer", cmd_export_customer, "print everything held about a customer as JSON")
     export.add_argument("--email", required=True, help="the customer's e-mail address")
     return parser

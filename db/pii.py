@@ -19,6 +19,7 @@ from core.commands import Address
 from core.errors import PressroomError
 from core.events import Noted
 from core.ports import ObjectStore
+from core.states import OrderStatus
 from db import tables as t
 from db.repositories import event_row, insert_ignoring_duplicates
 from db.types import EncryptedAddress, EncryptedText, keyring
@@ -133,6 +134,17 @@ def count_pii_rows(engine: Engine) -> int:
 class CustomerNotFound(PressroomError):
     """No customer has that e-mail (never had one, or already erased: erasure replaces the blind index)."""
 
+    code = "customer_not_found"
+
+
+class OrdersStillOpen(PressroomError):
+    """The customer has orders still on their way: erasing now would send a parcel to a pseudonym."""
+
+    code = "orders_still_open"
+
+
+CLOSED = frozenset({OrderStatus.DELIVERED, OrderStatus.CANCELLED, OrderStatus.FAILED})
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ErasureReport:
@@ -219,14 +231,19 @@ def _object_keys(session: Session, customer_ids: list[str], order_ids: list[str]
 
 
 def erase_customer(engine: Engine, store: ObjectStore, *, email: str, actor: str, now: datetime,
-                   batch_size: int = 500) -> ErasureReport:
+                   include_open_orders: bool = False, batch_size: int = 500) -> ErasureReport:
     """Erase a customer's PII (an erasure request) and keep their order records, pseudonymised, for accounting.
 
     Objects go first (every version), then one transaction replaces the PII in the database: a crash between
     the two leaves the customer findable by e-mail, and running it again finishes the job.
 
+    Args:
+        include_open_orders: erase even while orders are not yet delivered, cancelled or failed (they can then
+            no longer be shipped to the customer).
+
     Raises:
         CustomerNotFound: no customer has that e-mail (or they were already erased).
+        OrdersStillOpen: some of their orders are still open and `include_open_orders` is not set; nothing changed.
     """
     session = Session(engine)
     try:
@@ -234,6 +251,14 @@ def erase_customer(engine: Engine, store: ObjectStore, *, email: str, actor: str
         if not found:
             raise CustomerNotFound("no customer has that e-mail address (already erased, or never ordered)")
         customer_ids = [c.id for c in found]
+        o = t.orders
+        open_orders = [r.number for r in session.execute(
+            select(o.c.number).where(o.c.customer_id.in_(customer_ids), o.c.status.not_in(list(CLOSED)))
+            .order_by(o.c.placed_at))]
+        if open_orders and not include_open_orders:
+            raise OrdersStillOpen(f"{len(open_orders)} order(s) of this customer are still open "
+                                  f"({', '.join(open_orders[:10])}): cancel them or wait for delivery, or erase "
+                                  "anyway (they can then no longer be shipped)")
         order_ids = list(session.scalars(select(t.orders.c.id).where(t.orders.c.customer_id.in_(customer_ids))
                                          .order_by(t.orders.c.placed_at)))
         keys = _object_keys(session, customer_ids, order_ids)
@@ -389,5 +414,5 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-__all__ = ["CustomerNotFound", "ErasureReport", "RotationReport", "count_pii_rows", "encrypted_columns",
-           "erase_customer", "export_customer", "pseudonym", "rotate_keys"]
+__all__ = ["CustomerNotFound", "ErasureReport", "OrdersStillOpen", "RotationReport", "count_pii_rows",
+           "encrypted_columns", "erase_customer", "export_customer", "pseudonym", "rotate_keys"]

@@ -220,9 +220,16 @@ def test_export_then_erasure_leaves_no_canary_anywhere_and_keeps_order_records(h
     assert erased["tag"] in dump(engine) and erased["tag"].lower() in dump(engine).lower()
     assert any(erased["tag"].encode() in data for _, data in object_bytes(objects))
 
-    # when the erasure request runs
+    # when the erasure request runs while their orders are still open, it is refused and changes nothing
+    before = dump(engine)
+    code, out, err = run_cli(monkeypatch, capsys, pg_url, objects, "erase-customer", "--email", erased["email"])
+    assert code == 1 and "2 order(s) of this customer are still open" in err
+    assert all(o["number"] in err for o in placed) and "nothing was changed" in err
+    assert dump(engine) == before and all(len(store.versions(k)) == 2 for k in erased_keys)
+
+    # when the erasure request runs, accepting that their open orders can no longer ship
     code, out, err = run_cli(monkeypatch, capsys, pg_url, objects, "erase-customer", "--email", erased["email"],
-                             "--actor", "alice")
+                             "--actor", "alice", "--include-open-orders")
     assert code == 0, err
     assert "2 order(s) kept pseudonymised" in out and "1 webhook body(ies) scrubbed" in out
 
@@ -254,7 +261,8 @@ def test_export_then_erasure_leaves_no_canary_anywhere_and_keeps_order_records(h
         assert uow.customers.by_email(people[1]["email"]).name == people[1]["name"]
 
     # and a second request (or one for an unknown e-mail) is refused clearly, changing nothing
-    code, _, err = run_cli(monkeypatch, capsys, pg_url, objects, "erase-customer", "--email", erased["email"])
+    code, _, err = run_cli(monkeypatch, capsys, pg_url, objects, "erase-customer", "--email", erased["email"],
+                           "--include-open-orders")
     assert code == 1 and "no customer has that e-mail" in err
     code, _, err = run_cli(monkeypatch, capsys, pg_url, objects, "export-customer", "--email", erased["email"])
     assert code == 1 and "no customer has that e-mail" in err
