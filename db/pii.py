@@ -273,12 +273,16 @@ def erase_customer(engine: Engine, store: ObjectStore, *, email: str, actor: str
         order_ids = [o.id for o in orders]
         line_rows = session.execute(select(t.order_lines.c.id, t.order_lines.c.texts)
                                     .where(t.order_lines.c.order_id.in_(order_ids))).all()
-        strings = [s for c in found for s in (c.name_enc, c.email_enc, c.phone_enc, *_address_strings(c.address_enc))]
-        strings += [s for o in orders for s in _address_strings(o.shipping_address_enc)]
-        strings += [str(v) for line in line_rows for v in (line.texts or {}).values()]
-        if email.strip():
-            strings.append(email.strip())
-        needles = _needles(strings)
+        # Distinctive strings tell which shared rows (webhook bodies, idempotent responses) are about them; in
+        # rows that are theirs, the parts too (a shop splits first and last name) and their custom texts go.
+        addresses = [c.address_enc for c in found] + [o.shipping_address_enc for o in orders]
+        names = [s for s in [c.name_enc for c in found] + [a.name for a in addresses if a] if s]
+        identifying = _needles([*names, email.strip(), *(s for c in found for s in (c.email_enc, c.phone_enc)),
+                                *(s for a in addresses if a for s in (a.line1, a.line2))])
+        markers = identifying + order_ids
+        needles = _needles([*identifying, *(part for n in names for part in n.split()),
+                            *(s for a in addresses for s in _address_strings(a)),
+                            *(str(v) for line in line_rows for v in (line.texts or {}).values())])
         stand_in = pseudonym(found[0].id)
         for customer in found:
             name = pseudonym(customer.id)
@@ -301,8 +305,8 @@ def erase_customer(engine: Engine, store: ObjectStore, *, email: str, actor: str
                     ("subject", "preview", "error"), needles, stand_in)
         _scrub_rows(session, t.alerts, t.alerts.c.order_id.in_(order_ids), ("message", "details"), needles,
                     stand_in)
-        _scrub_rows(session, t.idempotency_keys, None, ("response",), needles, stand_in)
-        inbox = _scrub_inbox(session, needles, stand_in, batch_size=batch_size)
+        _scrub_rows(session, t.idempotency_keys, None, ("response",), needles, stand_in, only_mentioning=markers)
+        inbox = _scrub_inbox(session, markers, needles, stand_in, batch_size=batch_size)
         at = now
         for order_id in order_ids:
             insert_ignoring_duplicates(session, t.order_events, [event_row(Noted(
@@ -320,13 +324,22 @@ def erase_customer(engine: Engine, store: ObjectStore, *, email: str, actor: str
                          objects=len(keys), object_versions=versions)
 
 
+def _mentions(text: str, markers: list[str]) -> bool:
+    lowered = text.lower()
+    return any(m.lower() in lowered for m in markers)
+
+
 def _scrub_rows(session: Session, table: Table, where, columns: tuple[str, ...], needles: list[str],
-                stand_in: str) -> None:
+                stand_in: str, *, only_mentioning: list[str] | None = None) -> None:
+    """Scrub the rows `where` selects (their own), or those of all that mention one of `only_mentioning`."""
     if not needles:
         return
     (pk,) = table.primary_key.columns
     query = select(pk, *(table.c[c] for c in columns))
     for row in session.execute(query.where(where) if where is not None else query).all():
+        if only_mentioning is not None and not _mentions(
+                json.dumps([getattr(row, c) for c in columns], default=str, ensure_ascii=False), only_mentioning):
+            continue
         changes = {}
         for column in columns:
             value = getattr(row, column)
@@ -336,9 +349,10 @@ def _scrub_rows(session: Session, table: Table, where, columns: tuple[str, ...],
             session.execute(update(table).where(pk == row[0]).values(changes))
 
 
-def _scrub_inbox(session: Session, needles: list[str], stand_in: str, *, batch_size: int) -> int:
+def _scrub_inbox(session: Session, markers: list[str], needles: list[str], stand_in: str, *,
+                 batch_size: int) -> int:
     """Webhook bodies (shop orders, carrier events) that mention the customer, with their PII replaced."""
-    if not needles:
+    if not markers:
         return 0
     w = t.webhook_inbox
     changed, last = 0, 0
@@ -346,15 +360,22 @@ def _scrub_inbox(session: Session, needles: list[str], stand_in: str, *, batch_s
         rows = session.execute(select(w.c.id, w.c.body).where(w.c.id > last).order_by(w.c.id)
                                .limit(batch_size)).all()
         for row in rows:
-            lowered = row.body.lower()
-            if not any(n.lower() in lowered for n in needles):
-                continue
             try:
-                body = json.dumps(_scrub(json.loads(row.body), needles, stand_in))
+                parsed = json.loads(row.body)
             except ValueError:
+                parsed = row.body
+            # Matched on the parsed text too: JSON may escape a value (non-ASCII, quotes) in the raw body.
+            readable = json.dumps(parsed, ensure_ascii=False)
+            if not (_mentions(row.body, markers) or _mentions(readable, markers)):
+                continue
+            if isinstance(parsed, str):
                 body = _scrub(row.body, needles, stand_in)
-            if body != row.body:  # escaped in the JSON text but not in its values: scrub the text too
-                body = _scrub(body, needles, stand_in)
+            else:
+                scrubbed = _scrub(parsed, needles, stand_in)
+                body = row.body if scrubbed == parsed else json.dumps(scrubbed)
+                body = _scrub(body, needles, stand_in)  # and whatever the raw text holds escaped
+            if body == row.body:
+                continue
             session.execute(update(w).where(w.c.id == row.id).values(body=body))
             changed += 1
         if len(rows) < batch_size:

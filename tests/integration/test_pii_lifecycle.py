@@ -93,6 +93,15 @@ def object_bytes(root) -> list[tuple[str, bytes]]:
     return [(str(p.relative_to(root)), p.read_bytes()) for p in root.rglob("*") if p.is_file()]
 
 
+def shop_body(person: dict) -> str:
+    """A Shopify order webhook's body: the shop splits the name into first and last."""
+    first, last = person["name"].split(" ", 1)
+    return json.dumps({"email": person["email"], "customer": {"first_name": first, "last_name": last},
+                       "shipping_address": {"first_name": first, "last_name": last, "address1": person["line1"],
+                                            "phone": person["phone"]},
+                       "line_items": [{"properties": [{"name": "headline", "value": "Best Dad Ever"}]}]})
+
+
 def qa_photos(engine, store, order_id: str, person: dict) -> list[str]:
     """A printed job of the order with its QA inspection: the partner's photo shows the customer's custom text."""
     now = datetime.now(UTC)
@@ -204,12 +213,9 @@ def test_export_then_erasure_leaves_no_canary_anywhere_and_keeps_order_records(h
                       content_type="application/pdf")
     qa_keys = qa_photos(svc.engine, store, placed[0]["id"], erased)
     with svc.uow() as uow:
-        uow.inbox.receive(source="shopify", event_id="wh-erased", topic="orders/create",
-                          body=json.dumps({"email": erased["email"],
-                                           "shipping_address": {"address1": erased["line1"]}}),
-                          at=svc.now())
-        uow.inbox.receive(source="shopify", event_id="wh-other", topic="orders/create",
-                          body=json.dumps({"email": people[1]["email"]}), at=svc.now())
+        for event_id, person in (("wh-erased", erased), ("wh-other", people[1])):
+            uow.inbox.receive(source="shopify", event_id=event_id, topic="orders/create", body=shop_body(person),
+                              at=svc.now())
         uow.commit()
     engine = svc.engine
     with engine.connect() as conn:
@@ -279,6 +285,11 @@ def test_export_then_erasure_leaves_no_canary_anywhere_and_keeps_order_records(h
     assert any(people[1]["tag"].encode() in data for _, data in object_bytes(objects))
     with svc.uow() as uow:
         assert uow.customers.by_email(people[1]["email"]).name == people[1]["name"]
+    with engine.connect() as conn:
+        bodies = dict(conn.execute(select(t.webhook_inbox.c.event_id, t.webhook_inbox.c.body)).all())
+    assert bodies["wh-other"] == shop_body(people[1])  # the same first name and shop text, yet not theirs
+    stand_in = pseudonym(customer.id)
+    assert json.loads(bodies["wh-erased"])["customer"] == {"first_name": stand_in, "last_name": stand_in}
 
     # and a second request (or one for an unknown e-mail) is refused clearly, changing nothing
     code, _, err = run_cli(monkeypatch, capsys, pg_url, objects, "erase-customer", "--email", erased["email"],
