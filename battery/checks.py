@@ -23,7 +23,7 @@ CHECKS: dict[str, Check] = {c.name: c for c in (
  Check("addresses-invalid", shipping_faults.invalid_addresses,
           "1,000 addresses, 20 % unverifiable → 0 labels for those; each such customer asked exactly once"),
  Check("carrier-429", shipping_faults.carrier_429_storm,
-          "labels bought while the carrier answers every 10th request 429 → 0 orders failed; 429s after warm-up"),
+          "300 labels bought while the carrier answers every 10th request 429 → 0 orders failed; 429s after warm-up"),
  Check("partner-outage", shipping_faults.partner_outage,
           "every partner down for 60 s while batches go out → backlog visible; drained; 0 jobs lost or duplicated"),
 )}
