@@ -154,13 +154,11 @@ def create_app(services: Services | None = None) -> FastAPI:
 
     def _receive_partner_event(svc: Services, partner_id: str, raw: bytes, signature: str,
                                header_event_id: str) -> JSONResponse:
-        with svc.uow() as uow:
-            known = uow.partners.exists(partner_id)
         secret = svc.settings.partner_webhook_secret(partner_id).encode()
         expected = "sha256=" + hmac.new(secret, raw, hashlib.sha256).hexdigest()
-        if not known or not hmac.compare_digest(expected, signature):
-            log.warning("partner webhook refused: %s (partner %s, event %s)",
-                        "bad signature" if known else "unknown partner", partner_id[:40], header_event_id[:40])
+        if not hmac.compare_digest(expected, signature):
+            log.warning("partner webhook refused: bad signature (partner %s, event %s)", partner_id[:40],
+                        header_event_id[:40])
             return problem(401, "bad-signature", "The webhook signature does not match its body.")
         try:
             event_id = str(json.loads(raw)["event_id"])
@@ -170,7 +168,13 @@ def create_app(services: Services | None = None) -> FastAPI:
         if event_id != header_event_id:
             return problem(422, "invalid-request", "X-Partner-Event-Id does not match the signed body's event_id.",
                            [Problem(field="X-Partner-Event-Id", code="invalid", message="Header and body disagree.")])
-        with svc.uow() as uow:  # deduplicated on the signed event id, never on an unsigned header alone
+        # One transaction: is the partner known (a dev-default secret must not admit made-up partners), then the
+        # inbox row, deduplicated on the signed event id, never on an unsigned header alone.
+        with svc.uow() as uow:
+            if not uow.partners.exists(partner_id):
+                log.warning("partner webhook refused: unknown partner (partner %s, event %s)", partner_id[:40],
+                            header_event_id[:40])
+                return problem(401, "bad-signature", "The webhook signature does not match its body.")
             inbox_id = uow.inbox.receive(source=f"partner:{partner_id}", event_id=event_id, topic="job.status",
                                          body=raw.decode(errors="replace"), at=svc.now())
             if inbox_id is not None:
