@@ -261,8 +261,6 @@ def partner_outage(ctx: Context) -> list[Figure]:
                "PARTNER_API_BASE": partner_url, "PARTNER_RATE_PER_S": "200"}
         system = Processes(env=env, logs=logs)
         stack.callback(system.stop)
-        system.start("worker", sys.executable, "-m", "workers", "workers.actors", "--processes", "1",
-                     "--threads", "8", "--queues", "production")
         harness = RedisHarness(ctx.pg_url, ctx.workdir)
         svc = harness.services
         stack.callback(svc.engine.dispose)
@@ -275,6 +273,9 @@ def partner_outage(ctx: Context) -> list[Figure]:
             assert routed == "routed", (order_id, routed)
         sim_control(partner_url, outage_s=outage_s)  # every partner down from now on
         outage_ends = time.monotonic() + outage_s
+        # the worker starts only now, so it cannot route and submit (its RouteOrder messages wait) before the outage
+        system.start("worker", sys.executable, "-m", "workers", "workers.actors", "--processes", "1",
+                     "--threads", "8", "--queues", "production")
         # batch and release (the second pass as if the batches' max wait had passed): SubmitBatch messages go out
         batches = batch_ready_jobs(svc.uow(), now=svc.now(), rules=rules, new_id=svc.ids.new)
         batches += batch_ready_jobs(svc.uow(), now=svc.now() + rules.batching.max_wait + timedelta(seconds=1),
