@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -191,10 +192,14 @@ def wait_http(url: str, process: Process, timeout: float = 60) -> None:
 
 @contextmanager
 def running(stack: Stack) -> Iterator[Stack]:
+    """Stop the stack's processes however the benchmark ends, a SIGTERM included (its children run in their
+    own sessions, so nothing else would stop them)."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         yield stack
     finally:
         stack.stop()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def upload_artwork(api_url: str) -> str:
