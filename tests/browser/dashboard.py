@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import re
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.browser.world import STAFF
 
@@ -19,9 +20,11 @@ _WATCH = """() => {
     window.__pressroomWatch && window.__pressroomWatch.disconnect();
     window.__pressroomRan = false;
     window.__pressroomToasts = [];
-    window.__pressroomWatch = new MutationObserver(() => {
+    window.__pressroomWatch = new MutationObserver((records) => {
         const app = document.querySelector('[data-testid="stApp"]');
         if (app && app.getAttribute('data-test-script-state') !== 'notRunning') window.__pressroomRan = true;
+        // a quick run can start and end within one batch of mutations: any change of the state is a run
+        if (records.some((r) => r.attributeName === 'data-test-script-state')) window.__pressroomRan = true;
         for (const toast of document.querySelectorAll('[data-testid="stToast"]')) {
             if (!window.__pressroomToasts.includes(toast.textContent)) window.__pressroomToasts.push(toast.textContent);
         }
@@ -41,6 +44,21 @@ def rerun(page: Page, timeout_ms: int = TIMEOUT_MS):
     page.evaluate(_WATCH)
     yield
     page.wait_for_function("() => window.__pressroomRan === true", timeout=timeout_ms)
+    page.locator(IDLE).wait_for(timeout=timeout_ms)
+
+
+def click(page: Page, target: Locator, timeout_ms: int = TIMEOUT_MS) -> None:
+    """Click a button that makes Streamlit run the page again, and wait for that run to end. On a busy machine a
+    click landing while the page re-renders can be lost: when no run has started after a few seconds and the
+    button is still there, it is clicked once more (use it only where a second click does no harm)."""
+    page.evaluate(_WATCH)
+    target.click()
+    try:
+        page.wait_for_function("() => window.__pressroomRan === true", timeout=8_000)
+    except PlaywrightTimeoutError:
+        if target.is_visible():
+            target.click()
+        page.wait_for_function("() => window.__pressroomRan === true", timeout=timeout_ms)
     page.locator(IDLE).wait_for(timeout=timeout_ms)
 
 

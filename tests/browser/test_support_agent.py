@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from core.states import JobStatus, OrderStatus
 from db import tables as t
-from tests.browser.dashboard import open_expander, rerun, sign_in, toast, type_into
+from tests.browser.dashboard import click, open_expander, sign_in, toast, type_into
 
 pytestmark = pytest.mark.browser
 
@@ -39,8 +39,7 @@ def test_a_support_agent_finds_an_order_by_tracking_number_and_cancels_another_b
     search(page, world.cancellable)
     expect(main.get_by_role("radiogroup")).to_contain_text(world.cancellable)
     open_expander(page, "Cancel this order")
-    with rerun(page):
-        page.get_by_role("button", name="Cancel order").click()
+    click(page, page.get_by_role("button", name="Cancel order"))
     # then he is asked why, and nothing changes
     expect(main.get_by_role("alert").filter(has_text="Say why")).to_be_visible()
     assert world.order_status(world.cancellable) == OrderStatus.READY_FOR_PRODUCTION
@@ -50,8 +49,7 @@ def test_a_support_agent_finds_an_order_by_tracking_number_and_cancels_another_b
     open_expander(page, "Cancel this order")
     type_into(page, "Why", "the customer asked by phone")
     open_expander(page, "Cancel this order")
-    with rerun(page):
-        page.get_by_role("button", name="Cancel order").click()
+    click(page, page.get_by_role("button", name="Cancel order"))
 
     # then the order is cancelled, its job with it, the cancel button is gone, and the audit log says who and why
     toast(page, "The order is cancelled")
