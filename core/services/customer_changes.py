@@ -82,7 +82,8 @@ def cancel_order(order_id: str, *, by: str, reason: str, uow, payments: Payments
             uow.commit()
             outcome = "cancelled"
             log.info("order %s cancelled by %s (%d units released)", order_id, by, units)
-    _void(order_id, number, authorization, by=by, uow=uow, payments=payments, now=now)
+    void_payment(order_id, number, authorization, by=by, uow=uow, payments=payments, now=now,
+                 failed="was cancelled (cancel it again to retry)")
     return outcome
 
 
@@ -107,25 +108,32 @@ def _check_not_at_partner(order: Order, jobs: list[PrintJob], *, uow) -> None:
         raise NotAllowed(sending)
 
 
-def _void(order_id: str, number: str, authorization: str, *, by: str, uow, payments: Payments,
-          now: datetime) -> None:
-    """Void the authorisation after the commit; a failure is put in front of support, never swallowed."""
+def void_payment(order_id: str, number: str, authorization: str, *, by: str, uow, payments: Payments,
+                 now: datetime, failed: str) -> bool:
+    """Void the authorisation after the commit; a failure is put in front of a person, never swallowed.
+
+    Args:
+        failed: what the alert says happened to the order, e.g. "was cancelled" (the rest is the same).
+    Returns:
+        True when the provider voided it (recorded on the timeline), False when a `payment` alert was raised.
+    """
     try:
         payments.void(authorization)
-    except Exception as error:  # noqa: BLE001 - any provider failure: support must void it by hand
-        log.exception("order %s: voiding the payment failed", order_id)
+    except Exception as error:  # noqa: BLE001 - any provider failure: a person must void it by hand
+        log.exception("order %s: voiding the payment (%s) failed", order_id, authorization)
         with uow:
             uow.alerts.raise_(kind="payment", key=f"void:{order_id}", order_id=order_id, severity="critical",
-                              at=now, message=f"Order {number} was cancelled but its payment could not be voided "
+                              at=now, message=f"Order {number} {failed} but its payment could not be voided "
                                               f"({type(error).__name__}). Void authorisation {authorization} "
-                                              "with the payment provider, or cancel the order again to retry.")
+                                              "with the payment provider.")
             uow.commit()
-        return
+        return False
     with uow:
         uow.timeline.add(Noted(order_id=order_id, at=now, source=by, kind="payment.voided",
                                key=f"payment:{order_id}:voided", details={"authorization": authorization}))
         uow.alerts.clear(kind="payment", key=f"void:{order_id}", at=now)
         uow.commit()
+    return True
 
 
 # ---- what may still change -----------------------------------------------------------------------------------

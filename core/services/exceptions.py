@@ -22,6 +22,7 @@ from core.model import Order, Shipment
 from core.notifications import Channel, Milestone, NotificationStatus, notification_id
 from core.ports import Payments
 from core.services import notify
+from core.services.customer_changes import void_payment
 from core.services.shipping import Carrier, FieldError
 from core.states import HoldReason, OrderStatus, ShipmentStatus
 
@@ -211,22 +212,10 @@ def refund(alert_id: int, *, uow, payments: Payments, actor: str, at: datetime, 
                 before={"status": str(OrderStatus.ON_HOLD), "held_from": str(held_from)},
                 after={"status": str(OrderStatus.FAILED)} | amount)
         uow.commit()
-    try:
-        payments.void(authorization)  # after the commit, never inside it; voiding twice is harmless
-    except Exception as error:  # noqa: BLE001 - any provider failure: a person must void it, so say so loudly
-        log.exception("order %s: refunding (voiding %s) failed", order_id, authorization)
-        with uow:
-            uow.alerts.raise_(kind="payment", key=f"void:{order_id}", order_id=order_id, severity="critical", at=at,
-                              message=f"Order {number} was refunded by {actor} but its payment could not be voided "
-                                      f"({type(error).__name__}). Void authorisation {authorization} with the "
-                                      "payment provider.")
-            uow.commit()
+    if not void_payment(order_id, number, authorization, by=f"user:{actor}", uow=uow, payments=payments, now=at,
+                        failed=f"was refunded by {actor}"):
         return Outcome(alert_id=alert_id, order_number=number, action=Action.REFUND,
                        summary=summary + " The payment provider did not answer: ops are alerted to void it by hand.")
-    with uow:
-        uow.timeline.add(Noted(order_id=order_id, at=at, source=f"user:{actor}", kind="payment.voided",
-                               key=f"payment:{order_id}:voided", details={"authorization": authorization}))
-        uow.commit()
     log.info("order %s refunded by %s (alert %s)", order_id, actor, alert_id)
     return Outcome(alert_id=alert_id, order_number=number, action=Action.REFUND, summary=summary)
 

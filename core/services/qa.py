@@ -14,10 +14,10 @@ from PIL import Image
 from core.commands import BuyLabel, RouteOrder
 from core.errors import NotAllowed, NotFound
 from core.events import Noted
+from core.flags import FeatureFlag, is_enabled
 from core.model import Inspection, PrintJob
 from core.notifications import Milestone
 from core.ports import ObjectStore
-from core.flags import FeatureFlag, is_enabled
 from core.qa import DEFAULT as DEFAULT_TOLERANCES
 from core.qa import Tolerances, inspect
 from core.render import product_colour
