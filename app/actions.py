@@ -77,7 +77,7 @@ def require_action(action_id: str) -> auth.SignedIn | None:
     return user
 
 
-def _act(action_id: str, work: Callable[..., Any], done: Callable[[Any], str]) -> bool:
+def act(action_id: str, work: Callable[..., Any], done: Callable[[Any], str]) -> bool:
     """Check the role, run `work(uow=…, actor=…, at=…, new_id=…)`, then refresh the cached reads and say so."""
     user = require_action(action_id)
     if user is None:
@@ -100,18 +100,18 @@ def _policy() -> BatchPolicy:
 
 
 def hold_batch(batch_id: str) -> bool:
-    return _act(batches.HOLD, lambda **kw: batches.hold_batch(batch_id, **kw),
+    return act(batches.HOLD, lambda **kw: batches.hold_batch(batch_id, **kw),
                 lambda _: f"Batch {batch_id} is held: it will not be released until you release it.")
 
 
 def release_batch(batch_id: str) -> bool:
-    return _act(batches.RELEASE, lambda **kw: batches.release_batch(batch_id, **kw),
+    return act(batches.RELEASE, lambda **kw: batches.release_batch(batch_id, **kw),
                 lambda _: f"Batch {batch_id} is released: it is on its way to the partner.")
 
 
 def split_batch(batch_id: str, keep: int) -> bool:
     """Keep the first `keep` jobs in the batch; the rest go to a new open batch of the same group."""
-    return _act(batches.SPLIT, lambda **kw: batches.split_batch(batch_id, int(keep), policy=_policy(), **kw),
+    return act(batches.SPLIT, lambda **kw: batches.split_batch(batch_id, int(keep), policy=_policy(), **kw),
                 lambda new_id: f"Batch {batch_id} is split: the jobs after #{keep} are in new batch {new_id}.")
 
 
@@ -119,12 +119,12 @@ def merge_batches(into_id: str, from_id: str | None) -> bool:
     if not from_id:
         st.error("Choose the batch to merge in first. Nothing was changed.")
         return False
-    return _act(batches.MERGE, lambda **kw: batches.merge_batches(into_id, from_id, policy=_policy(), **kw),
+    return act(batches.MERGE, lambda **kw: batches.merge_batches(into_id, from_id, policy=_policy(), **kw),
                 lambda _: f"Batch {from_id} is merged into batch {into_id}.")
 
 
 def reprioritise_batch(batch_id: str, priority: float) -> bool:
-    return _act(batches.REPRIORITISE, lambda **kw: batches.reprioritise_batch(batch_id, float(priority), **kw),
+    return act(batches.REPRIORITISE, lambda **kw: batches.reprioritise_batch(batch_id, float(priority), **kw),
                 lambda _: f"Every job of batch {batch_id} now has priority {priority:g}.")
 
 
@@ -137,7 +137,7 @@ def save_production_rules(document: dict[str, Any]) -> bool:
         sla = timedelta(seconds=float(document["start_sla_s"])) if document.get("start_sla_s") else None
         return batches.save_production_rules(rules, defaults=defaults, start_sla=sla, **kw)
 
-    return _act(batches.EDIT_RULES, work,
+    return act(batches.EDIT_RULES, work,
                 lambda saved: f"Production rules saved: {saved.rescored_jobs} open job(s) re-scored, "
                               f"{saved.retargeted_batches} open batch(es) resized.")
 
@@ -164,14 +164,14 @@ def _decide(inspection_id: str, *, approve: bool, reason: str | None):
 
 def approve_inspection(inspection_id: str) -> bool:
     """An inspector passes a needs-review item: after the undo window the job passes QA (and the order ships)."""
-    return _act(APPROVE, _decide(inspection_id, approve=True, reason=None),
+    return act(APPROVE, _decide(inspection_id, approve=True, reason=None),
                 lambda _: f"Approved inspection {inspection_id}: it passes QA in "
                           f"{_qa_rules().undo_window_s:.0f} s unless you undo it.")
 
 
 def reject_inspection(inspection_id: str, reason: str | None) -> bool:
     """An inspector fails a needs-review item with a DefectReason code: after the undo window, a reprint."""
-    return _act(REJECT, _decide(inspection_id, approve=False, reason=reason),
+    return act(REJECT, _decide(inspection_id, approve=False, reason=reason),
                 lambda _: f"Rejected inspection {inspection_id} ({reason}): it is reprinted in "
                           f"{_qa_rules().undo_window_s:.0f} s unless you undo it (held after its last attempt).")
 
@@ -180,7 +180,7 @@ def undo_verdict(inspection_id: str) -> bool:
     """Take back one's own verdict inside the undo window: the item returns to the queue."""
     def work(*, uow, actor, at, new_id):
         return qa.undo_verdict(inspection_id, user=actor, uow=uow, now=at, rules=_qa_rules())
-    return _act(UNDO, work, lambda _: f"Undone: inspection {inspection_id} is back in the queue.")
+    return act(UNDO, work, lambda _: f"Undone: inspection {inspection_id} is back in the queue.")
 
 
 # ---- control room alerts -----------------------------------------------------------------------------------
@@ -191,6 +191,6 @@ NEXT_STEP["alert_gone"] = "Nothing was changed: the list now shows the alerts st
 
 def acknowledge_alert(alert_id: int) -> bool:
     """Say you are on an open alert: records who and when (audited); it stays open until its condition ends."""
-    return _act(monitoring.ACKNOWLEDGE, lambda **kw: monitoring.acknowledge_alert(alert_id, **kw),
+    return act(monitoring.ACKNOWLEDGE, lambda **kw: monitoring.acknowledge_alert(alert_id, **kw),
                 lambda done: f"Alert {alert_id} acknowledged: the control room shows you are on it." if done
                 else f"Alert {alert_id} was already acknowledged; nothing changed.")

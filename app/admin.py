@@ -133,7 +133,7 @@ def staff() -> pd.DataFrame:
 
 
 def save_partner(partner_id: str, changes: Mapping[str, Any]) -> bool:
-    return actions._act(a.EDIT_PARTNER, lambda uow, actor, at, **_: a.update_partner(
+    return actions.act(a.EDIT_PARTNER, lambda uow, actor, at, **_: a.update_partner(
         partner_id, changes, uow=uow, actor=actor, at=at),
         lambda _: f"Partner {partner_id} saved: routing and batching use it from the next order.")
 
@@ -142,32 +142,32 @@ def save_template(key: str, text: str, based_on: int, note: str) -> bool:
     def work(uow, actor, at, **_):
         return a.save_template_version(key, a.parse_spec(text), based_on=based_on, note=note, uow=uow, actor=actor,
                                        at=at)
-    return actions._act(a.SAVE_TEMPLATE, work,
+    return actions.act(a.SAVE_TEMPLATE, work,
                         lambda version: f"Template {key} version {version} saved: new orders use it; existing "
                                         "orders keep the version they were placed with.")
 
 
 def add_word(word: str) -> bool:
-    return actions._act(a.ADD_WORD, lambda uow, actor, at, **_: a.add_prohibited_word(word, uow=uow, actor=actor,
+    return actions.act(a.ADD_WORD, lambda uow, actor, at, **_: a.add_prohibited_word(word, uow=uow, actor=actor,
                                                                                       at=at),
                         lambda added: f"{added!r} is on the list: checkouts using it are refused from now on.")
 
 
 def remove_word(word: str | None) -> bool:
-    return actions._act(a.REMOVE_WORD, lambda uow, actor, at, **_: a.remove_prohibited_word(
+    return actions.act(a.REMOVE_WORD, lambda uow, actor, at, **_: a.remove_prohibited_word(
         word or "", uow=uow, actor=actor, at=at), lambda gone: f"{gone!r} is off the list.")
 
 
 def save_qa_rules(rate_percent: float, tolerances: Mapping[str, float]) -> bool:
     document = {"spot_check_rate": float(rate_percent) / 100, "tolerances": dict(tolerances)}
-    return actions._act(a.EDIT_QA_RULES, lambda uow, actor, at, **_: a.save_qa_rules(document, uow=uow, actor=actor,
+    return actions.act(a.EDIT_QA_RULES, lambda uow, actor, at, **_: a.save_qa_rules(document, uow=uow, actor=actor,
                                                                                      at=at),
                         lambda saved: f"QA rules saved: {saved['spot_check_rate'] * 100:g} % spot checks; the QA "
                                       "worker uses them from the next print.")
 
 
 def set_flag(key: str, scope: str, scope_id: str | None, enabled: bool, rollout_percent: float) -> bool:
-    return actions._act(a.SET_FLAG, lambda uow, actor, at, **_: a.set_flag(
+    return actions.act(a.SET_FLAG, lambda uow, actor, at, **_: a.set_flag(
         key=key, scope=scope, scope_id=scope_id or "", enabled=enabled, rollout_percent=rollout_percent, uow=uow,
         actor=actor, at=at),
         lambda flag: f"Flag {flag.key} is {'on' if flag.enabled else 'off'} for {flag.rollout_percent} % "
@@ -176,7 +176,7 @@ def set_flag(key: str, scope: str, scope_id: str | None, enabled: bool, rollout_
 
 def remove_flag(row: str | None) -> bool:
     key, scope, scope_id = (row or "||").split("|", 2)
-    return actions._act(a.REMOVE_FLAG, lambda uow, actor, at, **_: a.remove_flag(
+    return actions.act(a.REMOVE_FLAG, lambda uow, actor, at, **_: a.remove_flag(
         key=key, scope=scope, scope_id=scope_id, uow=uow, actor=actor, at=at),
         lambda _: f"Flag {key} removed for {scope} {scope_id}".rstrip() + ".")
 
@@ -187,18 +187,18 @@ def flag_rows() -> list[str]:
 
 
 def create_user(username: str, role: str, password: str) -> bool:
-    return actions._act(a.CREATE_USER, lambda uow, actor, at, **_: a.create_user(
+    return actions.act(a.CREATE_USER, lambda uow, actor, at, **_: a.create_user(
         username, role, password, uow=uow, actor=actor, at=at, hash_password=hash_password),
         lambda name: f"Account {name} created: give them the password through a safe channel.")
 
 
 def set_user_active(username: str | None, active: bool) -> bool:
-    return actions._act(a.SET_USER_ACTIVE, lambda uow, actor, at, **_: a.set_user_active(
+    return actions.act(a.SET_USER_ACTIVE, lambda uow, actor, at, **_: a.set_user_active(
         username or "", active, uow=uow, actor=actor, at=at),
         lambda _: f"{username} is {'enabled' if active else 'disabled: they are signed out on their next click'}.")
 
 
 def change_role(username: str | None, role: str) -> bool:
-    return actions._act(a.CHANGE_ROLE, lambda uow, actor, at, **_: a.change_role(
+    return actions.act(a.CHANGE_ROLE, lambda uow, actor, at, **_: a.change_role(
         username or "", role, uow=uow, actor=actor, at=at),
         lambda _: f"{username} is now a {role}: their pages change on their next click.")

@@ -144,4 +144,4 @@ def replay(selection: ReplayFilter, chosen: list[str] | None = None) -> bool:
         return service.replay(uow, dead_letter_store(), selection, actor=actor, now=at, new_id=new_id,
                               chosen=chosen or None)
 
-    return actions._act(REPLAY, work, _said)
+    return actions.act(REPLAY, work, _said)

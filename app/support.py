@@ -74,9 +74,9 @@ def inbox() -> dict[str, Any]:
 
 
 def _act(action_id: str, work, done) -> bool:
-    """`actions._act`, and after a refusal the cached reads are dropped too: a refusal usually means the order
+    """`actions.act`, and after a refusal the cached reads are dropped too: a refusal usually means the order
     or the entry moved on, and the page should show where it is now."""
-    if actions._act(action_id, work, done):
+    if actions.act(action_id, work, done):
         return True
     st.cache_data.clear()
     return False
