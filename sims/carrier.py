@@ -156,6 +156,10 @@ class Faults:
     fates_by_reference: Mapping[str, Fate] = field(default_factory=dict)
     rate_limit_every: int = 0  # every Nth authenticated /v2 request gets a 429
     retry_after_seconds: float = 1.0
+    # EasyPost-style rate limit (0: off): requests beyond this sustained rate, after a burst of
+    # `rate_limit_burst` (0: one second's worth), get a 429 with Retry-After until a request fits again
+    rate_limit_per_second: float = 0.0
+    rate_limit_burst: int = 0
     server_error_rate: float = 0.0  # 503 before anything is done
     buy_timeout_rate: float = 0.0
     buy_timeout_mode: TimeoutMode = TimeoutMode.SLEEP
@@ -624,6 +628,8 @@ class CarrierSim:
         self.requests = 0
         self.rate_limit_next = 0
         self.rate_limited_until = 0.0  # time.monotonic()
+        self.rate_tokens: float | None = None  # the rate limit's bucket (None: full), refilled since rate_at
+        self.rate_at = 0.0
         self.buy_timeouts_next = 0
         self.counts: Counter[str] = Counter()
         self.purchases_by_shipment: Counter[str] = Counter()
@@ -656,6 +662,7 @@ class CarrierSim:
         if reset:
             self.config = self.initial
             self.rate_limit_next, self.rate_limited_until, self.buy_timeouts_next = 0, 0.0, 0
+            self.rate_tokens = None
         fault_changes = {k: v for k, v in changes.items() if k in fault_names}
         if "buy_timeout_mode" in fault_changes:
             fault_changes["buy_timeout_mode"] = TimeoutMode(fault_changes["buy_timeout_mode"])
@@ -712,6 +719,8 @@ class CarrierSim:
             retry_after = faults.retry_after_seconds
         elif faults.rate_limit_every and self.requests % faults.rate_limit_every == 0:
             retry_after = faults.retry_after_seconds
+        elif faults.rate_limit_per_second:
+            retry_after = self._over_rate(faults, time.monotonic())
         if retry_after is not None:
             self.counts["rate_limited"] += 1
             raise ApiError(429, "RATE_LIMITED", "You have exceeded the rate limit, try again later",
@@ -719,6 +728,19 @@ class CarrierSim:
         if faults.server_error_rate and self.rng.random() < faults.server_error_rate:
             self.counts["server_errors"] += 1
             raise ApiError(503, "SERVICE.UNAVAILABLE", "The service is temporarily unavailable")
+
+    def _over_rate(self, faults: Faults, now: float) -> float | None:
+        """Take one token from the rate limit's bucket; None when there was one, else the seconds until one."""
+        rate = faults.rate_limit_per_second
+        burst = float(faults.rate_limit_burst or max(1, math.ceil(rate)))
+        tokens = burst if self.rate_tokens is None else min(burst, self.rate_tokens + (now - self.rate_at) * rate)
+        self.rate_at = now
+        if tokens >= 1 - 1e-9:  # (a float's rounding never refuses a request that is on time)
+            self.rate_tokens = max(0.0, tokens - 1)
+            return None
+        self.rate_tokens = tokens  # a refused request spends nothing
+        self.counts["rate_limited_by_rate"] += 1
+        return (1 - tokens) / rate
 
     # ---- addresses
 
@@ -1098,6 +1120,7 @@ class CarrierSim:
                          "duplicates_injected": self.webhooks["duplicates_injected"],
                          "reordered_injected": self.webhooks["reordered_injected"]},
             "requests": {"total": self.requests, "rate_limited": self.counts["rate_limited"],
+                         "rate_limited_by_rate": self.counts["rate_limited_by_rate"],
                          "server_errors": self.counts["server_errors"], "unauthorized": self.counts["unauthorized"]},
         }
 
@@ -1107,12 +1130,15 @@ def _check_knobs(changes: Mapping[str, Any]) -> list[dict[str, str]]:
     for name, value in changes.items():
         if name in _RATE_KNOBS and not (isinstance(value, int | float) and 0 <= value <= 1):
             errors.append({"field": name, "message": "must be a probability between 0 and 1"})
-        elif name in {"rate_limit_every", "rate_limit_next", "buy_timeouts_next", "webhook_max_attempts"} and not (
+        elif name in {"rate_limit_every", "rate_limit_next", "buy_timeouts_next", "webhook_max_attempts",
+                      "rate_limit_burst"} and not (
                 isinstance(value, int) and value >= 0):
             errors.append({"field": name, "message": "must be a whole number >= 0"})
         elif name in {"retry_after_seconds", "buy_timeout_seconds", "rate_limit_for_seconds",
                       "webhook_backoff_seconds"} and not (isinstance(value, int | float) and value >= 0):
             errors.append({"field": name, "message": "must be a number of seconds >= 0"})
+        elif name == "rate_limit_per_second" and not (isinstance(value, int | float) and value >= 0):
+            errors.append({"field": name, "message": "must be a number of requests per second >= 0"})
         elif name == "time_scale" and not (isinstance(value, int | float) and value > 0):
             errors.append({"field": name, "message": "must be > 0"})
         elif name == "buy_timeout_mode" and value not in set(TimeoutMode):

@@ -385,6 +385,40 @@ def test_a_rate_limit_window_and_every_nth_request_throttle_too(client, carrier)
     assert sorted(outcomes) == ["429", "ok", "ok"]
 
 
+def test_a_rate_limit_refuses_requests_beyond_the_burst_with_retry_after_and_counts_them(client, carrier):
+    # given a carrier that allows a burst of 2 and then one request every 2 s
+    seen: list[tuple[int, Any]] = []
+    client.subscribe_to_response_hook(lambda **kw: seen.append((kw["http_status"], kw["headers"])))
+    control(carrier, rate_limit_per_second=0.5, rate_limit_burst=2)
+
+    # when three requests come at once, then the third is refused with a Retry-After of whole seconds
+    client.address.create(**CUSTOMER)
+    client.address.create(**CUSTOMER)
+    with pytest.raises(RateLimitError):
+        client.address.create(**CUSTOMER)
+    assert [status for status, _ in seen] == [201, 201, 429]
+    assert int(seen[2][1]["Retry-After"]) >= 1
+    assert ledger(carrier)["requests"]["rate_limited_by_rate"] == 1
+
+
+def test_the_rate_limit_refills_at_its_rate_and_a_refused_request_spends_nothing():
+    # given the sim's bucket at 10 requests/s with a burst of 3, read on a clock we hold
+    state = sim.CarrierSim(CarrierSimConfig())
+    faults = sim.Faults(rate_limit_per_second=10.0, rate_limit_burst=3)
+
+    # when 3 requests take the burst at t=0, then a 4th waits 0.1 s, and asking again does not make it longer
+    assert [state._over_rate(faults, 100.0) for _ in range(3)] == [None, None, None]
+    assert state._over_rate(faults, 100.0) == pytest.approx(0.1)
+    assert state._over_rate(faults, 100.05) == pytest.approx(0.05)
+
+    # when 0.1 s has passed since the burst, then one request fits and the next waits again
+    assert state._over_rate(faults, 100.1) is None
+    assert state._over_rate(faults, 100.1) == pytest.approx(0.1)
+
+    # when it stays quiet for a long time, then only the burst is saved up
+    assert [state._over_rate(faults, 200.0) is None for _ in range(4)] == [True, True, True, False]
+
+
 def test_server_errors_are_answered_before_anything_is_done(client, carrier):
     # given a carrier that is down for every request
     shipment = new_shipment(client, "ord-503-1")
