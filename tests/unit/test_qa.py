@@ -349,6 +349,21 @@ def test_a_transparent_print_file_is_judged_against_its_substrate():
     assert result.verdict == Verdict.PASS, (result.reasons, dict(result.scores))
 
 
+def test_a_half_transparent_print_file_is_premultiplied_exactly_before_it_is_reduced():
+    from core.qa import _working_reference
+
+    rng = np.random.default_rng(7)
+    rgba = rng.integers(0, 256, (240, 200, 4), dtype=np.uint8)
+    alpha = rgba[:, :, 3:]
+    expected = np.dstack([cv2.multiply(rgba[:, :, :3], np.repeat(alpha, 3, axis=2), scale=1 / 255), alpha])
+    expected = cv2.resize(expected, (100, 120), interpolation=cv2.INTER_AREA)
+    a = expected[:, :, 3:].astype(np.float32) / 255
+    expected = np.clip(expected[:, :, :3].astype(np.float32) + (1 - a) * np.float32(29) + 0.5, 0, 255).astype(np.uint8)
+    working = _working_reference(rgba, 120, (29, 29, 29))
+    assert (working.fx, working.fy) == (2.0, 2.0)
+    assert np.array_equal(working.image, expected)
+
+
 def test_on_a_black_tee_a_good_print_passes_and_missing_ink_shows_the_garment():
     seed, garment = 23, (29, 29, 31)
     artwork = design(seed)
