@@ -514,6 +514,9 @@ def add_template_version(session: Session, *, key: str, spec: dict[str, Any], au
     return version
 
 
+BATCHER_LOCK_KEY = 0x5052_4241_5443_4801  # "PRBATCH" + 1: a constant the batcher alone uses
+
+
 class BatchRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -528,6 +531,16 @@ class BatchRepository:
         """Batches still taking jobs or held by an ops manager."""
         return list(self.session.scalars(select(Batch).where(t.batches.c.status.in_(
             [BatchStatus.OPEN, BatchStatus.HELD])).order_by(t.batches.c.created_at)))
+
+    def take_batcher_turn(self) -> None:
+        """Wait for the batcher's turn, held until this transaction ends (PostgreSQL advisory lock).
+
+        Route actors on every worker thread run the batcher right after routing; two at once picked the same
+        routed jobs and one failed on a stale version (its message retried 15 s later). One at a time, each
+        sees every job routed and committed before its turn. SQLite writes are serialised anyway.
+        """
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(select(func.pg_advisory_xact_lock(BATCHER_LOCK_KEY)))
 
     def stuck_released(self, *, before: datetime, limit: int) -> list[Batch]:
         """Released batches not submitted since `before` (by release or by the last re-drive)."""

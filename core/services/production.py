@@ -109,6 +109,7 @@ def batch_ready_jobs(uow, *, now: datetime, rules: ProductionRules, new_id: Call
     """
     released = []
     with uow:
+        uow.batches.take_batcher_turn()  # one batcher at a time: concurrent ones collided on the same jobs
         capacity = uow.partners.capacity()
         open_batches = {b.id: b for b in uow.batches.open()}
         sizes = uow.batches.sizes(list(open_batches))
