@@ -105,6 +105,7 @@ class Settings:
     partner_api_keys: Mapping[str, str] = field(default_factory=dict)
     partner_webhook_secrets: Mapping[str, str] = field(default_factory=dict)
     partner_rate_per_s: float = 20.0
+    partner_timeout_s: float = 10.0  # per partner API call; an unanswered submit is then looked up, never resent blind
     inventory_sync_every_s: float = 60.0
     batch_max_wait_s: float = 1800.0
     stage_deadlines_s: Mapping[OrderStatus, float] = field(default_factory=lambda: DEFAULT_DEADLINES_S)
@@ -116,6 +117,7 @@ class Settings:
     easypost_webhook_secret: str = "whsec_dev_easypost"
     easypost_timeout_s: float = 10.0
     easypost_rate_per_s: float = 5.0
+    easypost_burst: int = 10  # requests the shared limiter lets through at once; keep under the carrier's burst
     no_scan_days: float = 3.0
     ship_from_name: str = "Pressroom Fulfilment"
     ship_from_line1: str = "55 Water St"
@@ -209,6 +211,7 @@ class Settings:
             partner_api_keys=_pairs(env.get("PARTNER_API_KEYS", "")),
             partner_webhook_secrets=_pairs(env.get("PARTNER_WEBHOOK_SECRETS", "")),
             partner_rate_per_s=float(env.get("PARTNER_RATE_PER_S", defaults.partner_rate_per_s)),
+            partner_timeout_s=float(env.get("PARTNER_TIMEOUT_S", defaults.partner_timeout_s)),
             inventory_sync_every_s=float(env.get("INVENTORY_SYNC_EVERY_S", defaults.inventory_sync_every_s)),
             batch_max_wait_s=float(env.get("BATCH_MAX_WAIT_S", defaults.batch_max_wait_s)),
             stage_deadlines_s=MappingProxyType(deadlines),
@@ -217,6 +220,7 @@ class Settings:
             easypost_webhook_secret=env.get("EASYPOST_WEBHOOK_SECRET", defaults.easypost_webhook_secret),
             easypost_timeout_s=float(env.get("EASYPOST_TIMEOUT_S", defaults.easypost_timeout_s)),
             easypost_rate_per_s=float(env.get("EASYPOST_RATE_PER_S", defaults.easypost_rate_per_s)),
+            easypost_burst=int(env.get("EASYPOST_BURST", defaults.easypost_burst)),
             no_scan_days=float(env.get("NO_SCAN_DAYS", defaults.no_scan_days)),
             ship_from_name=env.get("SHIP_FROM_NAME", defaults.ship_from_name),
             ship_from_line1=env.get("SHIP_FROM_LINE1", defaults.ship_from_line1),

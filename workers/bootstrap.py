@@ -54,7 +54,8 @@ class Container:
 
     @cached_property
     def partners(self) -> PartnerClient:
-        return PartnerClient(self.redis, rate_per_s=self.settings.partner_rate_per_s)
+        return PartnerClient(self.redis, rate_per_s=self.settings.partner_rate_per_s,
+                             timeout_s=self.settings.partner_timeout_s)
 
     def partner_endpoint(self, partner_id: str) -> PartnerEndpoint:
         """Where and how to call a partner: its stored URL (or the sim's) and its API key."""

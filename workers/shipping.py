@@ -20,7 +20,7 @@ def carrier() -> EasyPostCarrier:
     settings = c.settings
     return EasyPostCarrier(settings.easypost_api_key, settings.easypost_api_base,
                            timeout_s=settings.easypost_timeout_s, redis_client=c.redis,
-                           rate_per_s=settings.easypost_rate_per_s)
+                           rate_per_s=settings.easypost_rate_per_s, burst=settings.easypost_burst)
 
 
 def ship_from(settings: Settings) -> Address:
