@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     say("intake: a scratch PostgreSQL database, Redis, and the API in one uvicorn process")
     flush_redis()
-    with scratch_database() as database_url, running(Stack(database_url)) as stack:
+    with scratch_database("pressroom_bench_intake") as database_url, running(Stack(database_url)) as stack:
         url = stack.start_api()
         artwork_id = upload_artwork(url)
         comparison = compare(url, "orders", "bare-orders", repetitions=args.repetitions, clients=args.clients,

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> dict:
     say("webhooks: a scratch PostgreSQL database, Redis, and the API in one uvicorn process")
     flush_redis()
     lines = {}
-    with scratch_database() as database_url, running(Stack(database_url)) as stack:
+    with scratch_database("pressroom_bench_intake") as database_url, running(Stack(database_url)) as stack:
         url = stack.start_api()
         for source in ("partner", "carrier"):
             lines[source] = compare(url, source, "bare-webhooks", repetitions=args.repetitions,
