@@ -2,11 +2,56 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, MutableMapping
+from typing import Generic, TypeVar
+
 import dramatiq
 
 from core.commands import InspectJob, actor_name
+from core.qa import PreparedReference
 from core.services.qa import inspect_job
 from workers.bootstrap import container
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Lru(MutableMapping[K, V], Generic[K, V]):
+    """A small thread-safe mapping that forgets the least recently used entry beyond `size`."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key: K) -> V:
+        with self._lock:
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def __setitem__(self, key: K, value: V) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __delitem__(self, key: K) -> None:
+        with self._lock:
+            del self._items[key]
+
+    def __iter__(self) -> Iterator[K]:
+        with self._lock:
+            return iter(list(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+REFERENCES: Lru[str, PreparedReference] = Lru(16)
+"""Prepared print files of this process (≈ 2.5 MB each at the working scale): popular designs stay in it."""
 
 
 @dramatiq.actor(actor_name=actor_name(InspectJob), queue_name=InspectJob.QUEUE, max_retries=10,
@@ -15,4 +60,4 @@ def inspect(job_id: str) -> None:
     c = container()
     inspect_job(job_id, uow=c.uow(), store=c.store,
                 fetch_photo=lambda partner_id, url: c.partners.photo(c.partner_endpoint(partner_id), url),
-                new_id=c.ids.new, now=c.now, rules=c.qa_rules())
+                new_id=c.ids.new, now=c.now, rules=c.qa_rules(), references=REFERENCES)

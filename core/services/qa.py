@@ -6,7 +6,7 @@ import io
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Callable, MutableMapping
 
 import numpy as np
 from PIL import Image
@@ -19,7 +19,7 @@ from core.model import Inspection, PrintJob
 from core.notifications import Milestone
 from core.ports import ObjectStore
 from core.qa import DEFAULT as DEFAULT_TOLERANCES
-from core.qa import Tolerances, inspect
+from core.qa import PreparedReference, Tolerances, inspect, prepare_reference
 from core.render import product_colour
 from core.sampling import SpotCheckPolicy, double_assigned, spot_check_reason
 from core.services.notify import notify_milestone
@@ -43,10 +43,13 @@ class QaRules:
 
 
 def inspect_job(job_id: str, *, uow, store: ObjectStore, fetch_photo: Callable[[str, str], bytes],
-                new_id: Callable[[str], str], now: Callable[[], datetime], rules: QaRules) -> str:
+                new_id: Callable[[str], str], now: Callable[[], datetime], rules: QaRules,
+                references: MutableMapping[str, PreparedReference] | None = None) -> str:
     """Inspect a printed job once: store the photo, heat-map and aligned photo, then decide.
 
     Safe to run twice: a job that already has an inspection, or is no longer `printed`, is left alone.
+    `references` keeps prepared print files by content hash and substrate (the worker passes a small LRU):
+    every print of a popular design then skips decoding and reducing the same 4500x5400 file.
 
     Returns:
         "missing", "skipped", "passed", "failed", "review".
@@ -64,9 +67,9 @@ def inspect_job(job_id: str, *, uow, store: ObjectStore, fetch_photo: Callable[[
     if asset is None or not photo_url:
         return _ask_a_human(job_id, uow=uow, now=now, new_id=new_id, note="no photo or print file to compare")
     photo = _decode(fetch_photo(partner_id, photo_url))
-    reference = _decode(store.get(asset["print_file_key"]), keep_alpha=True)
-    result = inspect(reference, photo, dpi=float(asset["dpi"]), substrate=product_colour(colour),
-                     tolerances=rules.tolerances)
+    substrate = product_colour(colour)
+    reference = _prepared(asset, substrate, store=store, references=references)
+    result = inspect(reference, photo, dpi=float(asset["dpi"]), substrate=substrate, tolerances=rules.tolerances)
     inspection_id = new_id("ins")
     keys = {"photo_key": f"qa/{inspection_id}/photo.jpg", "heatmap_key": f"qa/{inspection_id}/heatmap.jpg",
             "aligned_key": f"qa/{inspection_id}/aligned.jpg"}
@@ -259,6 +262,17 @@ def _ask_a_human(job_id: str, *, uow, now, new_id, note: str) -> str:
         inspection.advance(InspectionStatus.NEEDS_REVIEW, at=at, source=SOURCE, reason=note)
         uow.commit()
     return "review"
+
+
+def _prepared(asset: dict, substrate: tuple[int, int, int], *, store: ObjectStore,
+              references: MutableMapping[str, PreparedReference] | None) -> PreparedReference:
+    key = f"{asset['sha256']}:{substrate}"
+    found = references.get(key) if references is not None else None
+    if found is None:
+        found = prepare_reference(_decode(store.get(asset["print_file_key"]), keep_alpha=True), substrate=substrate)
+        if references is not None:
+            references[key] = found
+    return found
 
 
 def _decode(data: bytes, *, keep_alpha: bool = False) -> np.ndarray:

@@ -1,0 +1,43 @@
+"""Every print of a popular design is judged against a print file prepared once per QA worker."""
+
+from __future__ import annotations
+
+from core.services.qa import inspect_job
+from tests.unit.test_qa_stage import NO_SPOT_CHECKS, camera, printed_order
+from workers.qa import Lru
+
+
+class CountingStore:
+    """The test's object store, counting reads of print files."""
+
+    def __init__(self, store) -> None:
+        self.store, self.print_file_reads = store, 0
+
+    def get(self, key: str) -> bytes:
+        self.print_file_reads += key.endswith("/print.png")
+        return self.store.get(key)
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+
+def test_the_second_print_of_a_design_passes_without_reading_its_print_file_again(api):
+    svc = api.services
+    # given two printed orders of the same design and an empty cache of prepared print files
+    orders = [printed_order(api) for _ in range(2)]
+    store, references = CountingStore(svc.store), Lru(4)
+    # when both prints are inspected
+    outcomes = [inspect_job(job_id, uow=svc.uow(), store=store, fetch_photo=camera(api, job_id, None),
+                            new_id=svc.ids.new, now=svc.now, rules=NO_SPOT_CHECKS, references=references)
+                for _order_id, job_id in orders]
+    # then both pass, and the print file was read and prepared once
+    assert outcomes == ["passed", "passed"]
+    assert store.print_file_reads == 1 and len(references) == 1
+
+
+def test_the_cache_of_prepared_print_files_forgets_the_least_recently_used():
+    cache = Lru(2)
+    cache["a"], cache["b"] = 1, 2
+    assert cache["a"] == 1  # "a" is now the most recent
+    cache["c"] = 3
+    assert sorted(cache) == ["a", "c"] and cache.get("b") is None
