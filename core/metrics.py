@@ -195,7 +195,8 @@ METRICS: tuple[MetricSpec, ...] = (
                how="As p95, at the 99th percentile."),
     MetricSpec(key="on_time_start", title="On-time production start", stage="Production", unit=Unit.SHARE,
                numerator="jobs submitted in time", denominator="jobs decided",
-               how="Jobs created in the range whose job.submitted event came within their budget (the stage "
+               how="Jobs created in the range that reached their partner (the job's submission stamp, written "
+                   "with its job.submitted event) within their budget (the stage "
                    "deadlines before the production gate: accepted + rendering + ready for production; a "
                    "reprint only ready for production) ÷ those submitted plus those still unsubmitted past it."),
     MetricSpec(key="defect_rate", title="Defect rate", stage="QA", unit=Unit.SHARE,

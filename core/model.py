@@ -183,6 +183,10 @@ class Order(Aggregate):
         return self.advance(OrderStatus.CANCELLED, at=at, source=source, reason=reason)
 
 
+STARTED: frozenset[JobStatus] = frozenset({JobStatus.PRINTING, JobStatus.PRINTED})
+"""Job statuses that mean the partner has started printing it (the first one reached is the start)."""
+
+
 class PrintJob(Aggregate):
     """One physical unit to print; a reprint is a new job pointing at the failed one."""
 
@@ -211,6 +215,22 @@ class PrintJob(Aggregate):
         self.status = JobStatus.PENDING
         self.status_changed_at = created_at
         self.version = 1
+        self.submitted_at: datetime | None = None
+        self.started_at: datetime | None = None
+
+    def advance(self, to: JobStatus, *, at: datetime, source: str, reason: str | None = None,
+                details: dict[str, Any] | None = None) -> StatusChanged:
+        """As `Aggregate.advance`, and stamp when the job reached its partner and first started printing.
+
+        The stamps are written with the status and its timeline event, so the partner panel and the on-time
+        metrics read them from the job instead of pairing timeline events.
+        """
+        event = super().advance(to, at=at, source=source, reason=reason, details=details)
+        if to == JobStatus.SUBMITTED:
+            self.submitted_at = at
+        elif to in STARTED and self.started_at is None:
+            self.started_at = at  # a partner may skip "printing": the first of printing/printed is the start
+        return event
 
 
 class Batch(Aggregate):

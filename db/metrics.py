@@ -34,6 +34,7 @@ from core.notifications import NotificationStatus
 from core.states import Entity, InspectionStatus, JobStatus, OrderStatus, ShipmentStatus
 from db import tables as t
 from db.queries import Bind, _connected
+from db.sql import seconds_between
 
 RENDER_SOURCE = "worker:render"
 SHIPPING_SOURCE = "worker:shipping"
@@ -47,27 +48,6 @@ GRAINS = ("hour", "day")
 
 
 # ---- portable SQL pieces -------------------------------------------------------------------------------------
-
-
-class seconds_between(FunctionElement):  # noqa: N801 - reads as the SQL function it compiles to
-    """Seconds from the first datetime to the second (float)."""
-
-    type = Float()
-    inherit_cache = True
-
-
-@compiles(seconds_between)
-def _seconds_pg(element, compiler, **kw) -> str:
-    start, end = list(element.clauses)
-    return f"EXTRACT(EPOCH FROM ({compiler.process(end, **kw)} - {compiler.process(start, **kw)}))"
-
-
-@compiles(seconds_between, "sqlite")
-def _seconds_sqlite(element, compiler, **kw) -> str:
-    start, end = list(element.clauses)
-    # julianday is a double of days: good to ~40 µs, so round to the millisecond to get 10.0, not 9.99998.
-    days = f"(julianday({compiler.process(end, **kw)}) - julianday({compiler.process(start, **kw)}))"
-    return f"ROUND({days} * 86400.0, 3)"
 
 
 class _bucket(FunctionElement):
@@ -164,13 +144,13 @@ def label_trials(scope: MetricScope) -> Select:
 
 def on_time_trials(scope: MetricScope, *, now: datetime, deadlines_s: Mapping[OrderStatus, float]) -> Select:
     """Jobs created in the range: submitted within budget (hit), late, or still unsubmitted past the budget."""
-    e, j = t.order_events, t.print_jobs
+    j = t.print_jobs
     first, reprint = submission_budget_s(1, deadlines_s), submission_budget_s(2, deadlines_s)
     budget = case((j.c.attempt > 1, literal(reprint, Float())), else_=literal(first, Float()))
-    in_time = case((seconds_between(j.c.created_at, e.c.at) <= budget, 1), else_=0)
+    in_time = case((seconds_between(j.c.created_at, j.c.submitted_at) <= budget, 1), else_=0)
+    # submitted_at is stamped with the job.submitted transition (the partner panel reads the same stamp).
     submitted = (select(*_trial(j.c.created_at, in_time, j.c.order_id, j.c.partner_id, j.c.id))
-                 .select_from(e).join(j, j.c.id == e.c.payload["entity_id"].as_string())
-                 .where(e.c.type == SUBMITTED, e.c.at >= scope.start, _in_range(j.c.created_at, scope)))
+                 .where(j.c.submitted_at >= scope.start, _in_range(j.c.created_at, scope)))
     overdue = or_(and_(j.c.attempt == 1, j.c.created_at < now - timedelta(seconds=first)),
                   and_(j.c.attempt > 1, j.c.created_at < now - timedelta(seconds=reprint)))
     waiting = select(*_trial(j.c.created_at, literal(0), j.c.order_id, j.c.partner_id, j.c.id)).where(
@@ -405,11 +385,10 @@ def partners(bind: Bind) -> list[dict[str, Any]]:
 
 
 def submitted_per_partner(bind: Bind, scope: MetricScope) -> dict[str, int]:
-    """Jobs handed to each partner in the range (job.submitted events)."""
-    e, j = t.order_events, t.print_jobs
-    statement = (select(j.c.partner_id, func.count()).select_from(e)
-                 .join(j, j.c.id == e.c.payload["entity_id"].as_string())
-                 .where(e.c.type == SUBMITTED, _in_range(e.c.at, scope), j.c.partner_id.is_not(None))
+    """Jobs handed to each partner in the range (their submission stamps)."""
+    j = t.print_jobs
+    statement = (select(j.c.partner_id, func.count())
+                 .where(_in_range(j.c.submitted_at, scope), j.c.partner_id.is_not(None))
                  .group_by(j.c.partner_id))
     if scope.partner_id:
         statement = statement.where(j.c.partner_id == scope.partner_id)

@@ -8,10 +8,11 @@ from enum import StrEnum
 from typing import Any, Iterator
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, and_, func, or_, select, union
+from sqlalchemy import Connection, Engine, and_, case, func, or_, select, union
 
 from core.states import BatchStatus, Channel, InspectionStatus, JobStatus, OrderStatus
 from db import tables as t
+from db.sql import seconds_between
 from db.types import keyring
 
 SEARCH_LIMIT = 50
@@ -310,73 +311,67 @@ def line_load(bind: Bind) -> dict[str, dict[str, int]]:
     return load
 
 
-STARTED = ("job.printing", "job.printed")  # a partner may skip "printing"; the earlier of the two is the start
-
-
 def partner_panel(bind: Bind, *, now: datetime, start_sla: timedelta, window: timedelta) -> pd.DataFrame:
     """Per partner: work at the partner per method against capacity, lag, and on-time start rate.
 
     Columns: partner, name, in_flight, by_method (text), queue_hours (the busiest method's units at the
     partner ÷ its capacity per hour), lag_s (age of the oldest job submitted but not yet printing, from
-    its `job.submitted` event), on_time (share of jobs submitted in the last `window` that started
-    printing within `start_sla`, counting those still waiting past it as late; None before any is
-    decided), decided, waiting (submitted in the window, not started, still within the SLA).
+    its submission stamp), on_time (share of jobs submitted in the last `window` that started printing
+    within `start_sla`, counting those still waiting past it as late; None before any is decided),
+    decided, waiting (submitted in the window, not started, still within the SLA).
+
+    Every figure is aggregated in SQL over the jobs' `submitted_at` / `started_at` stamps (written with
+    the transitions), the same stamps the on-time metric reads.
     """
-    p, j, e = t.partners, t.print_jobs, t.order_events
-    since = now - window
-    at_partner = [JobStatus.SUBMITTED, JobStatus.QUEUED]
+    p, j = t.partners, t.print_jobs
     with _connected(bind) as conn:
         partners = conn.execute(select(p.c.id, p.c.name, p.c.capacity_per_hour).order_by(p.c.id)).all()
         in_flight = conn.execute(select(j.c.partner_id, j.c.print_method, func.count())
                                  .where(j.c.status.in_(AT_PARTNER)).group_by(j.c.partner_id, j.c.print_method)).all()
-        not_started = {row.id: row for row in conn.execute(
-            select(j.c.id, j.c.partner_id, j.c.status_changed_at).where(j.c.status.in_(at_partner)))}
-        submitted_of_waiting = conn.execute(select(e.c.at, e.c.payload).where(
-            e.c.type == "job.submitted", e.c.order_id.in_(select(j.c.order_id).where(j.c.status.in_(at_partner)))))
-        submitted_at = {row.payload.get("entity_id"): row.at for row in submitted_of_waiting}
-        recent = conn.execute(select(e.c.type, e.c.at, e.c.payload).where(
-            e.c.type.in_(("job.submitted", *STARTED)), e.c.at >= since)).all()
+        oldest = dict(conn.execute(
+            select(j.c.partner_id, func.min(func.coalesce(j.c.submitted_at, j.c.status_changed_at)))
+            .where(j.c.status.in_(NOT_STARTED)).group_by(j.c.partner_id)).all())
+        starts = {row.partner_id: row for row in conn.execute(
+            start_verdicts(since=now - window, now=now, start_sla=start_sla))}
     load: dict[str, dict[str, int]] = {}
     for partner_id, method, units in in_flight:
         load.setdefault(partner_id, {})[method or ""] = int(units)
-    oldest: dict[str, datetime] = {}
-    for job_id, row in not_started.items():
-        sent = submitted_at.get(job_id, row.status_changed_at)
-        oldest[row.partner_id] = min(sent, oldest.get(row.partner_id, sent))
-    sent_at: dict[str, tuple[datetime, str]] = {}
-    started_at: dict[str, datetime] = {}
-    for row in recent:
-        job_id = row.payload.get("entity_id")
-        if row.type == "job.submitted":
-            sent_at[job_id] = (row.at, row.payload.get("partner", ""))
-        else:
-            started_at[job_id] = min(row.at, started_at.get(job_id, row.at))
-    verdicts: dict[str, list[bool | None]] = {}
-    for job_id, (sent, partner_id) in sent_at.items():
-        verdict = _on_time(sent, started_at.get(job_id), now=now, start_sla=start_sla)
-        verdicts.setdefault(partner_id, []).append(verdict)
     rows = []
     for partner in partners:
         capacity = {method: float(units) for method, units in (partner.capacity_per_hour or {}).items()}
         units = load.get(partner.id, {})
-        decided = [v for v in verdicts.get(partner.id, []) if v is not None]
+        verdicts = starts.get(partner.id)
+        on_time, late = (int(verdicts.on_time), int(verdicts.late)) if verdicts else (0, 0)
+        decided = on_time + late
         rows.append({
             "partner": partner.id, "name": partner.name, "in_flight": sum(units.values()),
             "by_method": " · ".join(f"{method} {units.get(method, 0)}/{per_hour:g}"
                                     for method, per_hour in sorted(capacity.items())),
             "queue_hours": max((units.get(m, 0) / c for m, c in capacity.items() if c > 0), default=0.0),
-            "lag_s": (now - oldest[partner.id]).total_seconds() if partner.id in oldest else None,
-            "on_time": (sum(decided) / len(decided)) if decided else None,
-            "decided": len(decided), "waiting": verdicts.get(partner.id, []).count(None)})
+            "lag_s": (now - oldest[partner.id]).total_seconds() if oldest.get(partner.id) else None,
+            "on_time": (on_time / decided) if decided else None,
+            "decided": decided, "waiting": int(verdicts.waiting) if verdicts else 0})
     return pd.DataFrame(rows, columns=["partner", "name", "in_flight", "by_method", "queue_hours", "lag_s",
                                        "on_time", "decided", "waiting"])
 
 
-def _on_time(sent: datetime, started: datetime | None, *, now: datetime, start_sla: timedelta) -> bool | None:
-    """True: started within the SLA; False: started late, or still waiting past it; None: too early to say."""
-    if started is not None:
-        return started - sent <= start_sla
-    return False if now - sent > start_sla else None
+NOT_STARTED = (JobStatus.SUBMITTED, JobStatus.QUEUED)
+
+
+def start_verdicts(*, since: datetime, now: datetime, start_sla: timedelta):
+    """Per partner, jobs submitted since `since`: on_time, late (started late, or waiting past the SLA), waiting.
+
+    A select over the index on (submitted_at, partner_id, started_at): no timeline event is read.
+    """
+    j = t.print_jobs
+    sla_s = start_sla.total_seconds()
+    started = j.c.started_at.is_not(None)
+    in_time = and_(started, seconds_between(j.c.submitted_at, j.c.started_at) <= sla_s)
+    waiting = and_(j.c.started_at.is_(None), j.c.submitted_at >= now - start_sla)
+    return (select(j.c.partner_id, func.count(case((in_time, 1))).label("on_time"),
+                   func.count(case((waiting, 1))).label("waiting"),
+                   func.count(case((and_(~in_time, ~waiting), 1))).label("late"))
+            .where(j.c.submitted_at >= since).group_by(j.c.partner_id))
 
 
 # ---- QA review -------------------------------------------------------------------------------------------

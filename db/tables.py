@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from core.states import (
@@ -255,9 +256,17 @@ print_jobs = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("status_changed_at", UtcDateTime, nullable=False),
     Column("redriven_at", UtcDateTime, nullable=True),
+    # Stamped by PrintJob.advance with the transition: when the partner got it, when it first started printing.
+    Column("submitted_at", UtcDateTime, nullable=True),
+    Column("started_at", UtcDateTime, nullable=True),
     Column("version", Integer, nullable=False),
     Index(None, "status", "status_changed_at"),
     Index(None, "partner_id", "partner_job_id"),
+    # The partner panel's on-time window and the on-time metric read these three only (index-only on PG).
+    Index(None, "submitted_at", "partner_id", "started_at"),
+    # The batch builder reads unbatched jobs a group at a time, most urgent first (and counts them per group).
+    Index("ix_print_jobs_unbatched_queue", "partner_id", "product_type", "print_method", "region", "priority",
+          "id", postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
 )
 
 inspections = Table(

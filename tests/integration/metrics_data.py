@@ -79,7 +79,8 @@ class History:
             conn.execute(insert(t.print_jobs).values(
                 id=job_id, order_id=order_id, line_id=f"lin_{order_id.removeprefix('ord_')}", unit_index=1,
                 status=status, attempt=attempt, reprint_of=reprint_of, reason_code=reason, priority=0.0,
-                partner_id=partner, created_at=created, status_changed_at=submitted or created, version=1))
+                partner_id=partner, created_at=created, status_changed_at=submitted or created, version=1,
+                submitted_at=submitted))  # stamped with the job.submitted event, as PrintJob.advance does
         if submitted is not None:
             self.event(order_id, submitted, "job.submitted", "worker:production", entity_id=job_id,
                        partner=partner)

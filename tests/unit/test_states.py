@@ -165,3 +165,21 @@ def test_events_of_an_aggregate_loaded_in_a_helper_survive_until_commit(seeded_s
     with engine.connect() as conn:
         types = list(conn.scalars(select(t.order_events.c.type).order_by(t.order_events.c.id)))
     assert sorted(types) == ["note.added", "order.received", "order.rendering"]
+
+
+def test_a_job_is_stamped_when_it_reaches_its_partner_and_when_it_first_starts_printing():
+    # given a job batched and submitted an hour after creation
+    from datetime import timedelta
+
+    from core.states import JobStatus
+
+    job = PrintJob(id="job_1", order_id="ord_1", line_id="line_1", unit_index=1, created_at=NOW)
+    job.advance(JobStatus.BATCHED, at=NOW, source="worker:production")
+    assert (job.submitted_at, job.started_at) == (None, None)
+    job.advance(JobStatus.SUBMITTED, at=NOW + timedelta(hours=1), source="worker:production")
+    # when the partner reports printing, then printed
+    job.advance(JobStatus.PRINTING, at=NOW + timedelta(hours=2), source="partner:acme")
+    job.advance(JobStatus.PRINTED, at=NOW + timedelta(hours=3), source="partner:acme")
+    # then the stamps keep the submission and the first start, each the time of its timeline event
+    assert (job.submitted_at, job.started_at) == (NOW + timedelta(hours=1), NOW + timedelta(hours=2))
+    assert [e.at for e in job.events if e.to_status in ("submitted", "printing")] == [job.submitted_at, job.started_at]
