@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import dramatiq
 
 from core.commands import ApplyPartnerEvent, RouteOrder, SubmitBatch, actor_name
+from core.errors import Conflict
 from core.services import production
 from workers.bootstrap import container
+
+log = logging.getLogger(__name__)
 
 
 @dramatiq.actor(actor_name=actor_name(RouteOrder), queue_name=RouteOrder.QUEUE, max_retries=8)
@@ -14,7 +19,10 @@ def route_order(order_id: str) -> None:
     c = container()
     outcome = production.route_order(order_id, uow=c.uow(), now=c.now(), rules=c.production_rules())
     if outcome == "routed":
-        c.run_batcher()  # batch now rather than at the next scheduler beat: size-full batches go at once
+        try:
+            c.run_batcher()  # batch now rather than at the next scheduler beat: size-full batches go at once
+        except Conflict:  # an ops manager edited a batch meanwhile: the route stands, the next beat batches
+            log.info("order %s routed; batching left to the scheduler's next beat (concurrent batch edit)", order_id)
 
 
 @dramatiq.actor(actor_name=actor_name(SubmitBatch), queue_name=SubmitBatch.QUEUE, max_retries=40,
