@@ -27,6 +27,7 @@ class Milestone(StrEnum):
     SHIPPED = "shipped"
     DELIVERED = "delivered"
     EXCEPTION = "exception"
+    CANCELLED = "cancelled"
 
 
 class Channel(StrEnum):

@@ -19,9 +19,11 @@ from core.commands import Address, RenderAsset, RouteOrder
 from core.errors import NotAllowed, NotFound, Problem, ValidationFailed
 from core.events import Noted
 from core.model import Order, PrintJob
+from core.notifications import Milestone
 from core.ports import Payments
 from core.production import Destination, destination_zone
 from core.render import text_fits
+from core.services.notify import notify_milestone
 from core.services.shipping import Carrier
 from core.states import BatchStatus, HoldReason, JobStatus, OrderStatus
 from core.text import ProhibitedWords, check_custom_text
@@ -38,7 +40,8 @@ _NOT_SENT = frozenset({JobStatus.PENDING, JobStatus.BATCHED, JobStatus.CANCELLED
 
 
 def cancel_order(order_id: str, *, by: str, reason: str, uow, payments: Payments, now: datetime) -> str:
-    """Cancel an order before the production gate: its jobs cancelled, its stock released, its payment voided.
+    """Cancel an order before the production gate: its jobs cancelled, its stock released, its payment voided,
+    and the customer told (the `cancelled` milestone, once).
 
     Idempotent: cancelling a cancelled order changes nothing (the void is asked again, which the payment
     provider absorbs, so a void that failed the first time is retried). Locks are taken in the order the
@@ -78,6 +81,7 @@ def cancel_order(order_id: str, *, by: str, reason: str, uow, payments: Payments
             units = uow.stock.release(order_id=order_id, at=now)
             uow.timeline.add(Noted(order_id=order_id, at=now, source=by, kind="stock.released",
                                    key=f"stock:{order_id}:released", details={"units": units}))
+            notify_milestone(order_id, Milestone.CANCELLED, uow=uow)
             authorization, number = order.payment_authorization, order.number
             uow.commit()
             outcome = "cancelled"

@@ -74,6 +74,14 @@ def events(api, order_id: str) -> list[tuple[str, str, dict]]:
             select(e.c.type, e.c.source, e.c.payload).where(e.c.order_id == order_id).order_by(e.c.id))]
 
 
+def reserved_messages(api, order_id: str, milestone: str) -> list[tuple[str, str]]:
+    """The (channel, status) of the order's notification rows for a milestone."""
+    n = t.notifications
+    with api.services.engine.connect() as conn:
+        return sorted(tuple(r) for r in conn.execute(select(n.c.channel, n.c.status).where(
+            n.c.order_id == order_id, n.c.milestone == milestone)))
+
+
 def authorization(api, order_id: str) -> str:
     return order_row(api, order_id).payment_authorization
 
@@ -130,6 +138,8 @@ def test_cancelling_before_the_gate_cancels_the_jobs_releases_the_stock_and_void
     assert lines["order.cancelled"][0] == "customer" and lines["order.cancelled"][1]["reason"] == "changed my mind"
     assert lines["stock.released"] == ("customer", {"units": 1})
     assert lines["payment.voided"][0] == "customer"
+    # and the customer is told, by e-mail and text, in the cancel's own transaction
+    assert reserved_messages(api, order_id, "cancelled") == [("email", "queued"), ("sms", "queued")]
 
 
 def test_a_second_cancel_says_already_cancelled_and_releases_nothing_twice(api):
@@ -142,9 +152,10 @@ def test_a_second_cancel_says_already_cancelled_and_releases_nothing_twice(api):
     # when it is cancelled again (a double click, a staff member after the customer)
     assert cancel(api, order_id, by="user:alice") == "already_cancelled"
 
-    # then the stock is returned once, and the timeline does not grow
+    # then the stock is returned once, the timeline does not grow and the customer is told once
     assert stock(api) == before
     assert len(events(api, order_id)) == lines
+    assert reserved_messages(api, order_id, "cancelled") == [("email", "queued"), ("sms", "queued")]
 
 
 def test_cancelling_after_the_gate_is_refused_and_changes_nothing(api):

@@ -28,6 +28,7 @@ from core.notifications import (
     notification_links,
     render_message,
 )
+from core.services.customer_changes import cancel_order
 from core.services.notify import notify_milestone, resend, send_notification, surface_stale_notifications
 from core.services.render import render_order
 from db import tables as t
@@ -162,6 +163,26 @@ def test_a_milestone_email_has_text_and_html_the_order_number_and_a_working_prev
     assert link.path.endswith("/preview") and link.path in mail["text"]
     image = api.client.get(f"{link.path}?{link.query}")
     assert image.status_code == 200 and image.headers["content-type"].startswith("image/")
+
+
+def test_a_cancelled_order_gets_one_email_and_one_text_saying_nothing_will_be_charged(outbox, api):
+    # given an order the customer cancelled before the gate
+    order_id = place(api)
+    svc = api.services
+    assert cancel_order(order_id, by="customer", reason="changed my mind", uow=svc.uow(), payments=api.payments,
+                        now=svc.now()) == "cancelled"
+    # when its cancelled messages go out (twice: a redelivery)
+    for channel in Channel:
+        assert outbox.send(order_id, Milestone.CANCELLED, channel) == "sent"
+        assert outbox.send(order_id, Milestone.CANCELLED, channel) == "done"
+    # then the customer has one e-mail and one text, each naming the order and the released amount
+    number = order_number(api, order_id)
+    [summary] = outbox.emails()
+    mail = outbox.email(summary["id"])
+    assert mail["subject"] == f"Order {number} is cancelled"
+    assert "nothing will be printed" in mail["text"] and "released" in mail["html"]
+    [text] = outbox.texts()
+    assert number in text["body"] and "nothing will be charged" in text["body"]
 
 
 def test_the_shipped_email_carries_the_tracking_link(outbox, api):
