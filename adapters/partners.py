@@ -17,7 +17,9 @@ from core.errors import PressroomError
 log = logging.getLogger(__name__)
 
 # Atomic token bucket: refill by elapsed time, take one token or say how long to wait. Shared by every worker
-# process through Redis, so the partner sees one client's rate however many workers we run.
+# process through Redis, so the partner sees one client's rate however many workers we run. Each caller reads its
+# clock before its call reaches Redis, so readings arrive out of order: the refill mark never moves backwards, or
+# the same interval would be refilled twice (shuffled readings got ~30 % over the rate that way).
 TOKEN_BUCKET = """
 local key, rate, burst, now = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local state = redis.call('HMGET', key, 'tokens', 'at')
@@ -25,7 +27,7 @@ local tokens, at = tonumber(state[1]) or burst, tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
 local wait = 0
 if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
-redis.call('HSET', key, 'tokens', tokens, 'at', now)
+redis.call('HSET', key, 'tokens', tokens, 'at', math.max(at, now))
 redis.call('EXPIRE', key, 3600)
 return tostring(wait)
 """
