@@ -464,6 +464,9 @@ class PartnerSim:
         self._random = random.Random(config.seed)
         self._seq = 0
         self._photos: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        # Decoded print files by content hash: a partner's press room is not our machine, so the sim spares the
+        # shared cores decoding the same popular 4500x5400 file for every job (it still fetches it every time).
+        self._decoded: OrderedDict[tuple, tuple[np.ndarray, float]] = OrderedDict()
         self._http = httpx.Client(follow_redirects=True)
         self.outbox = Outbox(config=config, ledger=self.ledger, client=self._http)
         self._photo_pool: ThreadPoolExecutor | None = None
@@ -812,8 +815,7 @@ class PartnerSim:
             pick_rng, camera_rng = (np.random.default_rng(s) for s in self._seed_for(job).spawn(2))
             defect = pick_defect(pick_rng, knobs.defect_rate, knobs.defect_mix)
             try:
-                print_rgb, dpi = _decode_print(data, substrate=substrate, dpi=job.dpi,
-                                               keep_long_side=self.config.photo_long_side * 3 // 2)
+                print_rgb, dpi = self._decoded_print(data, job, substrate)
             except (OSError, ValueError) as exc:
                 self.ledger.count("print_file_invalid")
                 log.warning("print file of job %s is not an image (%s)", job.external_id, exc)
@@ -828,6 +830,22 @@ class PartnerSim:
                     self.ledger.count(f"defects_injected.{defect}")
         with self._lock:
             self._printed(state, job, photo, truth)
+
+    def _decoded_print(self, data: bytes, job: Job, substrate: tuple[int, int, int]) -> tuple[np.ndarray, float]:
+        key = (hashlib.sha256(data).hexdigest(), substrate, job.dpi)
+        with self._lock:
+            found = self._decoded.get(key)
+            if found is not None:
+                self._decoded.move_to_end(key)
+                return found
+        found = _decode_print(data, substrate=substrate, dpi=job.dpi,
+                              keep_long_side=self.config.photo_long_side * 3 // 2)
+        found[0].setflags(write=False)  # shared by the photos of every job of this design
+        with self._lock:
+            self._decoded[key] = found
+            while len(self._decoded) > 8:
+                self._decoded.popitem(last=False)
+        return found
 
     def _printed(self, state: PartnerState, job: Job, photo: bytes | None, truth: dict[str, Any]) -> None:
         job.truth = truth
