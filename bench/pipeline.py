@@ -55,6 +55,7 @@ SKU = "TEE-DTG-BLK-M"
 class System:
     stack: Stack
     api_url: str
+    metrics_url: str | None = None  # one worker's Prometheus exporter (both workers share its database)
 
 
 def start_system(stack: Stack, *, workers: int = 2, threads: int = 8) -> System:
@@ -70,9 +71,13 @@ def start_system(stack: Stack, *, workers: int = 2, threads: int = 8) -> System:
         "EASYPOST_RATE_PER_S": "1000", "QA_UNDO_WINDOW_S": "5", "QA_REVIEW_FIRST_PRINTS": "0"})
     stack.start("api", str(BIN / "uvicorn"), "api.asgi:app", "--host", "127.0.0.1", "--port", str(api_port),
                 "--log-level", "warning", "--no-access-log")
+    prom_port = free_port()
+    prom_db = stack.workdir / f"prometheus-{uuid.uuid4().hex[:8]}"
+    prom_db.mkdir(parents=True)
     for n in range(workers):
         stack.start(f"worker{n}", sys.executable, "-m", "workers", "workers.actors", "--processes", "1",
-                    "--threads", str(threads), dramatiq_prom_port=str(free_port()))
+                    "--threads", str(threads), dramatiq_prom_port=str(prom_port if n == 0 else free_port()),
+                    dramatiq_prom_db=str(prom_db))
     stack.start("scheduler", sys.executable, "-m", "workers.scheduler")
     stack.start("partners", sys.executable, "-m", "sims.partner", "--port", str(partner_port), "--instant",
                 "--callback-base", api_url, "--defect-rate", "0", "--duplicate-rate", "0", "--reorder-rate", "0")
@@ -82,7 +87,36 @@ def start_system(stack: Stack, *, workers: int = 2, threads: int = 8) -> System:
                 str(mail_http))
     stack.start("sms", sys.executable, "-m", "sims.sms", "--port", str(sms_port))
     wait_http(f"{api_url}/healthz", stack.processes[0])
-    return System(stack=stack, api_url=api_url)
+    return System(stack=stack, api_url=api_url, metrics_url=f"http://127.0.0.1:{prom_port}/")
+
+
+def actor_seconds(system: System) -> dict[str, tuple[int, float]]:
+    """Per actor: messages processed and the seconds spent in them, from the workers' Prometheus metrics."""
+    if system.metrics_url is None:
+        return {}
+    try:
+        body = httpx.get(system.metrics_url, timeout=10).text
+    except httpx.HTTPError:
+        return {}
+    found: dict[str, list[float]] = {}
+    for match in re.finditer(r'^dramatiq_message_duration_milliseconds_(sum|count)\{([^}]*)\} ([0-9.e+-]+)$', body,
+                             re.MULTILINE):
+        actor = re.search(r'actor_name="([^"]+)"', match.group(2)).group(1)
+        entry = found.setdefault(actor, [0.0, 0.0])
+        entry[0 if match.group(1) == "count" else 1] += float(match.group(3))
+    return {actor: (int(count), total / 1000) for actor, (count, total) in found.items()}
+
+
+def print_actors(before: dict[str, tuple[int, float]], after: dict[str, tuple[int, float]], orders: int) -> None:
+    """Wall time in each actor per order (threads overlap, so this is where messages spend their time)."""
+    rows = {a: (n - before.get(a, (0, 0.0))[0], s - before.get(a, (0, 0.0))[1]) for a, (n, s) in after.items()}
+    if not rows:
+        return
+    say("  actors (messages per order, ms per message, ms per order; wall time in the actor):")
+    for actor, (n, seconds) in sorted(rows.items(), key=lambda item: -item[1][1]):
+        if n:
+            per_order = seconds / max(1, orders) * 1000
+            say(f"    {actor:28} {n / max(1, orders):6.2f} {seconds / n * 1000:9.0f} {per_order:9.0f}")
 
 
 def order_body(artwork_id: str, n: int, *, unique: bool) -> dict:
@@ -204,20 +238,87 @@ def no_spot_checks(url: str) -> None:
     engine.dispose()
 
 
+def cpu_seconds(stack: Stack, url: str) -> dict[str, float]:
+    """CPU seconds used so far by each process of the stack (children included: the Dramatiq CLI forks its
+    workers) and by the PostgreSQL backends connected to the bench database (the server is shared)."""
+    import psutil
+
+    used: dict[str, float] = {}
+    for process in stack.processes:
+        try:
+            proc = psutil.Process(process.popen.pid)
+            tree = [proc, *proc.children(recursive=True)]
+            used[process.name] = sum(sum(p.cpu_times()[:2]) for p in tree)
+        except psutil.Error:
+            continue
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        pids = list(conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                      "AND pid <> pg_backend_pid()")).scalars())
+    engine.dispose()
+    backends = 0.0
+    for pid in pids:
+        try:
+            backends += sum(psutil.Process(pid).cpu_times()[:2])
+        except psutil.Error:
+            continue
+    used["postgres"] = backends
+    return used
+
+
+def print_cpu(before: dict[str, float], after: dict[str, float], orders: int) -> dict[str, float]:
+    """Where the CPU went, per process, in ms per order (the postgres row counts only backends still open)."""
+    spent = {name: after[name] - before.get(name, 0.0) for name in after}
+    total = sum(spent.values())
+    say(f"  CPU per order by process (total {total / max(1, orders) * 1000:,.0f} ms/order):")
+    for name, seconds in sorted(spent.items(), key=lambda item: -item[1]):
+        say(f"    {name:12} {seconds / max(1, orders) * 1000:8.0f} ms/order  {seconds / max(total, 1e-9):6.1%}")
+    return {name: round(seconds / max(1, orders) * 1000) for name, seconds in spent.items()}
+
+
+def timeline(url: str, order_id: str) -> list[tuple[float, str, str]]:
+    """One order's timeline as (seconds since its first event, event type, source), oldest first."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT at, type, source, payload FROM order_events WHERE order_id = :id "
+                                 "ORDER BY at, id"), {"id": order_id}).all()
+    engine.dispose()
+    if not rows:
+        return []
+    first = rows[0].at
+    out = []
+    for row in rows:
+        payload = row.payload if isinstance(row.payload, dict) else {}
+        to = payload.get("to") or payload.get("status") or ""
+        out.append(((row.at - first).total_seconds(), f"{row.type}{' -> ' + str(to) if to else ''}", row.source))
+    return out
+
+
+def print_timeline(url: str, order_id: str) -> None:
+    say(f"  timeline of order {order_id}:")
+    for offset, what, source in timeline(url, order_id):
+        say(f"    {offset:8.3f} s  {what:48} {source}")
+
+
 def run_mode(mode: str, orders: int, timeout: float) -> dict:
     unique = mode == "unique"
     flush_redis()
-    with scratch_database("pressroom_pipe") as url, running(Stack(url)) as stack:
+    with scratch_database("pressroom_bench_pipe") as url, running(Stack(url)) as stack:
         no_spot_checks(url)
         system = start_system(stack)
         artwork_id = upload_artwork(system.api_url)
         say(f"pipeline-{mode}: {orders} orders ({'unique designs' if unique else 'popular designs'})")
         before = commits(url)
+        cpu_before, actors_before = cpu_seconds(stack, url), actor_seconds(system)
         started = time.time()
         accepted = asyncio.run(submit(system.api_url, artwork_id, orders, unique=unique))
         submitted_s = time.time() - started
         last, counts = wait_delivered(url, accepted, timeout=timeout)
         per_order = (commits(url) - before) / max(1, len(accepted))
+        cpu = print_cpu(cpu_before, cpu_seconds(stack, url), len(accepted))
+        print_actors(actors_before, actor_seconds(system), len(accepted))
+        if accepted:
+            print_timeline(url, accepted[len(accepted) // 2])
     flush_redis()
     if last is None:
         say(f"  not all delivered within {timeout:.0f} s: {counts}")
@@ -233,13 +334,15 @@ def run_mode(mode: str, orders: int, timeout: float) -> dict:
         print(f"  baseline: render + QA alone {seconds:.2f} s per order x {cores} cores = {ceiling:,.0f} orders/hour")
         return result_line("pipeline-unique", ours=per_hour, baseline=ceiling, unit="orders/hour",
                            goal=">= 3,600 orders/hour", orders=len(accepted), delivered=counts.get("delivered", 0),
-                           render_qa_s=round(seconds, 2), transactions_per_order=round(per_order, 1))
+                           render_qa_s=round(seconds, 2), transactions_per_order=round(per_order, 1),
+                           cpu_ms_per_order=cpu)
     tps = pgbench_tps()
     ceiling = tps * 3600 / per_order
     print(f"  baseline: pgbench {tps:,.0f} TPS / {per_order:.1f} transactions per order = {ceiling:,.0f} orders/hour")
     return result_line("pipeline-cached", ours=per_hour, baseline=ceiling, unit="orders/hour",
                        goal=">= 100,000 orders/hour", orders=len(accepted), delivered=counts.get("delivered", 0),
-                       pgbench_tps=round(tps), transactions_per_order=round(per_order, 1))
+                       pgbench_tps=round(tps), transactions_per_order=round(per_order, 1),
+                       cpu_ms_per_order=cpu)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
