@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Services
-from api.problems import problem
-from api.schemas import ProblemOut
+from api.problems import problem, problem_responses
+from api.schemas import WebhookAck
 from core.commands import ApplyCarrierEvent
 from core.errors import Problem
 
@@ -21,7 +21,7 @@ SOURCE = "carrier:easypost"
 router = APIRouter()
 
 
-@router.post("/webhooks/carrier/easypost", responses={401: {"model": ProblemOut}, 422: {"model": ProblemOut}})
+@router.post("/webhooks/carrier/easypost", response_model=WebhookAck, responses=problem_responses(401, 422))
 async def easypost_webhook(request: Request) -> JSONResponse:
     """An EasyPost event (tracker.updated): HMAC-verified before anything is stored, recorded once per event id
     in the inbox, answered at once; the `tracking` queue applies it."""

@@ -11,38 +11,40 @@ import mimetypes
 import time
 
 from fastapi import FastAPI, File, Form, Header, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from api import carrier, selfservice, shopify
+from api import carrier, problems, selfservice, shopify
 from api.deps import Services, build_services
-from api.problems import domain_error, problem, request_validation_error
-from api.schemas import ArtworkOut, OrderIn, OrderOut, ProblemOut, contains_nul
-from core.artwork import ArtworkRefused, normalise_artwork
+from api.problems import problem, problem_responses
+from api.schemas import NO_NUL_SCHEMA, UPLOAD_SCHEMA, ArtworkOut, OrderIn, OrderOut, WebhookAck, contains_nul
+from core.artwork import DEFAULT_MAX_BYTES, ArtworkRefused, normalise_artwork
 from core.commands import ApplyPartnerEvent
-from core.errors import PressroomError, Problem
+from core.errors import Problem
 from core.services.intake import place_order
 from core.signing import ASSET_FILES, verify_asset_signature
 
 log = logging.getLogger(__name__)
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024
-PROBLEMS = {422: {"model": ProblemOut}, 402: {"model": ProblemOut}, 409: {"model": ProblemOut},
-            401: {"model": ProblemOut}}
+MAX_UPLOAD_BYTES = DEFAULT_MAX_BYTES
+REPLAYED = {200: {"model": OrderOut, "description": "The order this request (or this Shopify order) placed before"}}
+ASSET_MEDIA = {200: {"description": "The file", "content": {"image/png": {"schema": {"type": "string",
+                                                                                    "format": "binary"}},
+                                                            "application/pdf": {"schema": {"type": "string",
+                                                                                          "format": "binary"}}}}}
 
 
 def create_app(services: Services | None = None) -> FastAPI:
     app = FastAPI(title="Pressroom API", version="1.0",
                   description="Order intake for the Pressroom print-on-demand control room.")
     app.state.services = services or build_services()
-    app.add_exception_handler(PressroomError, domain_error)
-    app.add_exception_handler(RequestValidationError, request_validation_error)
+    problems.install(app)
     app.include_router(carrier.router)
     app.include_router(selfservice.router)
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses={503: {"description": "The database or Redis does not answer",
+                                          "content": {"application/json": {}}}})
     def healthz() -> JSONResponse:
         """Database and Redis both answer, or 503 naming the one that doesn't."""
         svc: Services = app.state.services
@@ -62,9 +64,10 @@ def create_app(services: Services | None = None) -> FastAPI:
         healthy = all(v == "ok" for v in checks.values())
         return JSONResponse({"status": "ok" if healthy else "degraded", **checks}, status_code=200 if healthy else 503)
 
-    @app.post("/v1/artwork", status_code=201, response_model=ArtworkOut, responses=PROBLEMS)
-    async def upload_artwork(file: UploadFile = File(...), designer_id: str | None = Form(None, max_length=80),
-                             sku: str | None = Form(None, max_length=60)):
+    @app.post("/v1/artwork", status_code=201, response_model=ArtworkOut, responses=problem_responses(422))
+    async def upload_artwork(file: UploadFile = File(..., json_schema_extra=UPLOAD_SCHEMA),
+                             designer_id: str | None = Form(None, max_length=80, json_schema_extra=NO_NUL_SCHEMA),
+                             sku: str | None = Form(None, max_length=60, json_schema_extra=NO_NUL_SCHEMA)):
         """Upload a PNG, JPEG or TIFF; it is checked by content, normalised and stored."""
         svc: Services = app.state.services
         if contains_nul([designer_id or "", sku or ""]):
@@ -93,7 +96,8 @@ def create_app(services: Services | None = None) -> FastAPI:
         return ArtworkOut(id=artwork_id, sha256=art.sha256, width=art.width, height=art.height,
                           format=art.source_format, bytes=len(art.data))
 
-    @app.post("/v1/orders", status_code=201, response_model=OrderOut, responses=PROBLEMS)
+    @app.post("/v1/orders", status_code=201, response_model=OrderOut,
+              responses={**REPLAYED, **problem_responses(402, 409, 422)})
     async def create_order(body: OrderIn, request: Request,
                            idempotency_key: str | None = Header(None, max_length=120)):
         """Accept an order atomically (validation, payment, reservation, timeline, render message)."""
@@ -107,7 +111,8 @@ def create_app(services: Services | None = None) -> FastAPI:
         payload = result.order if isinstance(result.order, dict) else result.order.as_response()
         return JSONResponse(payload, status_code=201 if result.created else 200)
 
-    @app.post("/webhooks/shopify/orders-create", status_code=201, response_model=OrderOut, responses=PROBLEMS)
+    @app.post("/webhooks/shopify/orders-create", status_code=201, response_model=OrderOut,
+              responses={**REPLAYED, **problem_responses(401, 402, 409, 422)})
     async def shopify_orders_create(request: Request,
                                     x_shopify_hmac_sha256: str = Header(..., max_length=200),
                                     x_shopify_webhook_id: str = Header(..., max_length=120)):
@@ -141,7 +146,7 @@ def create_app(services: Services | None = None) -> FastAPI:
         payload = result.order if isinstance(result.order, dict) else result.order.as_response()
         return JSONResponse(payload, status_code=201 if result.created else 200)
 
-    @app.post("/webhooks/partners/{partner_id}", responses={401: {"model": ProblemOut}})
+    @app.post("/webhooks/partners/{partner_id}", response_model=WebhookAck, responses=problem_responses(401, 422))
     async def partner_webhook(partner_id: str, request: Request,
                               x_partner_signature: str = Header(..., max_length=200),
                               x_partner_event_id: str = Header(..., max_length=120)) -> JSONResponse:
@@ -182,7 +187,8 @@ def create_app(services: Services | None = None) -> FastAPI:
             uow.commit()
         return JSONResponse({"status": "accepted" if inbox_id is not None else "duplicate"})
 
-    @app.get("/v1/assets/{asset_id}/{file}", responses={403: {"model": ProblemOut}, 404: {"model": ProblemOut}})
+    @app.get("/v1/assets/{asset_id}/{file}", response_class=Response,
+             responses={**ASSET_MEDIA, **problem_responses(403, 404, 422)})
     def asset_file(asset_id: str, file: str, expires: int, sig: str) -> Response:
         """A stored print file, PDF or preview, behind a signed, expiring link (partners, dashboard, e-mail)."""
         svc: Services = app.state.services

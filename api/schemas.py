@@ -2,12 +2,58 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import fields
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.artwork import DEFAULT_MAX_BYTES
 from core.commands import Address, CustomerDetails, LineRequest, PlaceOrder
+from core.settings import Settings
 from core.states import Channel, ShippingSpeed
+from core.validation import EMAIL
+
+# What the OpenAPI document promises about a field is what the API refuses, so schema-valid input passes the rules
+# and schema-invalid input is refused. Two sources, each written once:
+# - pydantic enforces lengths, types, enums and NUL (below) before core sees anything;
+# - core (core/validation.py) enforces the rules with its own codes and sentences (and counts each refusal):
+#   non-blank required fields, the e-mail shape, at least one line, a quantity from 1 to `max_quantity`, an
+#   artwork on every line. The schema states those rules in `json_schema_extra` only (documentation, not a second
+#   check), built from core's constants; tests/unit/test_api_schema.py proves schema and core agree string by string.
+# What depends on data (an unknown SKU or artwork, stock, a template's text slots) cannot be in a static schema.
+# Core reads whitespace the Python way (str.strip, re's \s: \x1c-\x1f and \x85 too); JSON Schema's \s is
+# ECMAScript's, which differs, so the schema spells Python's set out.
+
+
+def _character_class(codes: list[int]) -> str:
+    """`[...]` body for these code points, consecutive ones as ranges, each as a \\uXXXX escape."""
+    runs: list[list[int]] = []
+    for code in codes:
+        if runs and code == runs[-1][1] + 1:
+            runs[-1][1] = code
+        else:
+            runs.append([code, code])
+    return "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}" for a, b in runs)
+
+
+WHITESPACE = _character_class([code for code in range(0x3001) if chr(code).isspace()])  # none above U+3000
+NO_NUL = r"^[^\x00]*$"
+NOT_BLANK = rf"^[^\x00]*[^{WHITESPACE}\x00][^\x00]*$"  # a character str.strip() keeps (core's test), no NUL
+EMAIL_PATTERN = (f"^[{WHITESPACE}]*"  # core strips, then matches EMAIL
+                 + EMAIL.pattern.strip("^$").replace(r"[^@\s]", rf"[^@{WHITESPACE}\x00]") + f"[{WHITESPACE}]*$")
+NO_NUL_SCHEMA = {"pattern": NO_NUL}
+UPLOAD_SCHEMA = {"minLength": 1, "maxLength": DEFAULT_MAX_BYTES,  # core refuses empty_file, too_large
+                 "description": "A PNG, JPEG or TIFF image (checked by content)"}
+MAX_QUANTITY = next(f.default for f in fields(Settings) if f.name == "max_quantity")
+
+
+def text(max_length: int, *, pattern: str = NO_NUL) -> Any:
+    """A string field: its length enforced here, its pattern documented (NUL refused here, the rest by core)."""
+    return Field(max_length=max_length, json_schema_extra={"pattern": pattern})
+
+
+def optional_text(max_length: int) -> Any:
+    return Field(default="", max_length=max_length, json_schema_extra={"pattern": NO_NUL})
 
 
 class Strict(BaseModel):
@@ -34,35 +80,50 @@ def contains_nul(value: Any) -> bool:
 
 
 class CustomerIn(Strict):
-    name: str = Field(max_length=200)
-    email: str = Field(max_length=320)
-    phone: str = Field(default="", max_length=40)
+    name: str = text(200, pattern=NOT_BLANK)
+    email: str = text(320, pattern=EMAIL_PATTERN)
+    phone: str = optional_text(40)
 
 
 class AddressIn(Strict):
-    name: str = Field(max_length=200)
-    line1: str = Field(max_length=200)
-    line2: str = Field(default="", max_length=200)
-    city: str = Field(max_length=120)
-    region: str = Field(default="", max_length=120)
-    postal_code: str = Field(max_length=20)
-    country: str = Field(max_length=2, description="ISO 3166-1 alpha-2")
+    name: str = text(200, pattern=NOT_BLANK)
+    line1: str = text(200, pattern=NOT_BLANK)
+    line2: str = optional_text(200)
+    city: str = text(120, pattern=NOT_BLANK)
+    region: str = optional_text(120)
+    postal_code: str = text(20, pattern=NOT_BLANK)
+    country: str = Field(max_length=2, description="ISO 3166-1 alpha-2", json_schema_extra={"pattern": NOT_BLANK})
+
+
+def _artwork_required(schema: dict[str, Any]) -> None:
+    """Core refuses a line without artwork (artwork_missing): the schema says it is required and not empty."""
+    schema["required"] = [*schema.get("required", []), "artwork_id"]
+    schema["properties"]["artwork_id"] = {"type": "string", "minLength": 1, "maxLength": 40, "pattern": NO_NUL,
+                                          "title": "Artwork Id"}
 
 
 class LineIn(Strict):
-    sku: str = Field(max_length=60)
-    quantity: int = Field(ge=-1_000_000, le=1_000_000)
+    model_config = ConfigDict(json_schema_extra=_artwork_required)
+
+    sku: str = text(60)
+    quantity: int = Field(ge=-1_000_000, le=1_000_000,
+                          json_schema_extra={"minimum": 1, "maximum": MAX_QUANTITY})
     artwork_id: str | None = Field(default=None, max_length=40)
-    texts: dict[str, str] = Field(default_factory=dict, max_length=10)
+    texts: dict[str, str] = Field(
+        default_factory=dict, max_length=10,
+        description="Custom text per text slot of the product's template; the slots, their lengths and characters "
+                    "depend on the product (refused with unknown_text_slot, text_too_long, text_characters).",
+        json_schema_extra={"propertyNames": {"pattern": NO_NUL}, "additionalProperties": {"type": "string",
+                                                                                         "pattern": NO_NUL}})
 
 
 class OrderIn(Strict):
-    external_id: str = Field(max_length=80)
+    external_id: str = text(80, pattern=NOT_BLANK)
     channel: Channel = Channel.API
     customer: CustomerIn
     shipping_address: AddressIn
     shipping_speed: ShippingSpeed = ShippingSpeed.STANDARD
-    lines: list[LineIn] = Field(max_length=50)
+    lines: list[LineIn] = Field(max_length=50, json_schema_extra={"minItems": 1})
 
     def to_command(self) -> PlaceOrder:
         return PlaceOrder(
@@ -81,6 +142,12 @@ class OrderOut(BaseModel):
     status: str
     total_cents: int
     currency: str
+
+
+class WebhookAck(BaseModel):
+    """A webhook stored for the queue to apply, or recognised as one already stored."""
+
+    status: Literal["accepted", "duplicate"]
 
 
 class ArtworkOut(BaseModel):
