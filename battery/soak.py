@@ -44,10 +44,12 @@ from battery.system import (
     SoakSystem,
     Storefront,
     label_latencies,
+    pid_of_client,
     reconcile,
     soak_database,
     soak_system,
     wait_settled,
+    watched_carrier,
 )
 from bench.common import percentile, say
 
@@ -92,7 +94,8 @@ class Run:
 
 def _run(name: str, orders: int, workdir: Path, timeout: float, *, fault: Callable[[Run], None] | None = None,
          pg: PrivatePostgres | None = None, pace_s: float | None = None, env: dict[str, str] | None = None,
-         until_done: Callable[[Run, int], None] | None = None) -> tuple[Run, list[Figure]]:
+         until_done: Callable[[Run, int], None] | None = None,
+         prepare: Callable[[Run], Callable[[], None]] | None = None) -> tuple[Run, list[Figure]]:
     """Start everything, place the orders (in `pace_s` seconds, or as fast as the API takes them) while `fault`
     runs in a thread, wait until every accepted order is finished, and reconcile the ledgers."""
     run = Run(name=name, orders=orders, workdir=workdir, timeout=timeout)
@@ -107,6 +110,8 @@ def _run(name: str, orders: int, workdir: Path, timeout: float, *, fault: Callab
         run.system = stack.enter_context(soak_system(url, run.redis.url, workdir, env=env))
         run.engine = create_engine(url, pool_pre_ping=True)
         stack.callback(run.engine.dispose)
+        if prepare is not None:
+            stack.callback(prepare(run))
         run.store = Storefront.for_system(run.system)
         thread = run.start_faults(fault or (lambda r: r.supervise_until_stopped()))
         stack.callback(run.stop.set)
@@ -178,20 +183,27 @@ KILL_EVERY_S = 2.0
 KILLS_UNTIL = 0.95  # kills go on while orders flow, until this share of the accepted orders is finished
 
 
-def sigkill(orders: int, workdir: Path, timeout: float) -> list[Figure]:
-    """Every 2 s one worker's process group, chosen at random, gets SIGKILL and is restarted at once; the kills
-    stop when 95 % of the orders are finished; the rest must finish within heartbeat timeout + 60 s of the last."""
-    state = {"kills": 0, "last_kill": None, "stop_kills": False}
+def sigkill(orders: int, workdir: Path, timeout: float, *, kill_every: float = KILL_EVERY_S,
+            kill_for: float = 1800.0) -> list[Figure]:
+    """Every 2 s one booted worker's process group, chosen at random, gets SIGKILL and is restarted at once (a
+    worker takes seconds to boot on this machine: a tick with both still booting kills nothing); the kills stop
+    when 95 % of the orders are finished or after `kill_for` seconds; the rest must finish within heartbeat
+    timeout + 60 s of the last kill."""
+    state = {"kills": 0, "idle_ticks": 0, "last_kill": None, "stop_kills": False, "started": time.monotonic()}
     rng = random.Random(8)
 
     def fault(run: Run) -> None:
         while not run.stop.is_set():
+            if time.monotonic() - state["started"] > kill_for:
+                state["stop_kills"] = True
             if not state["stop_kills"]:
-                run.system.kill_worker(rng)
-                state["kills"] += 1
-                state["last_kill"] = time.time()
+                if run.system.kill_worker(rng):
+                    state["kills"] += 1
+                    state["last_kill"] = time.time()
+                else:
+                    state["idle_ticks"] += 1  # both workers still booting: nothing to kill this tick
             run.system.supervise()
-            run.stop.wait(KILL_EVERY_S if not state["stop_kills"] else 0.5)
+            run.stop.wait(kill_every if not state["stop_kills"] else 0.5)
 
     def until_done(run: Run, finished: int) -> None:
         if run.store.accepted and finished >= KILLS_UNTIL * len(run.store.accepted):
@@ -201,7 +213,8 @@ def sigkill(orders: int, workdir: Path, timeout: float) -> list[Figure]:
     finished = next(f for f in figures if f.figure.startswith("orders finished"))
     after = run.finished_at - state["last_kill"] if finished.passed and state["last_kill"] else None
     figures.append(Figure(
-        test="sigkill", figure=f"{state['kills']:,} SIGKILLs every {KILL_EVERY_S:.0f} s; all finished "
+        test="sigkill", figure=f"{state['kills']:,} SIGKILLs, one every {kill_every:g} s for {kill_for:g} s at most "
+                               f"({state['idle_ticks']:,} ticks skipped: no worker booted yet); all finished "
                                f"{'never' if after is None else f'{after:.0f} s'} after the last kill",
         pass_figure=f"≤ heartbeat timeout + 60 s = {HEARTBEAT_S + 60:.0f} s",
         passed=after is not None and after <= HEARTBEAT_S + 60))
@@ -291,8 +304,70 @@ def postgres_faults(orders: int, workdir: Path, timeout: float) -> list[Figure]:
     return figures
 
 
-SCENARIOS: dict[str, Callable[[int, Path, float], list[Figure]]] = {
-    "no-faults": no_faults, "sigkill": sigkill, "redis": redis_faults, "postgres": postgres_faults}
+STOP_HEARTBEAT_MS = 5000
+BUY_SECONDS = 3.0
+
+
+def sigstop(orders: int, workdir: Path, timeout: float) -> list[Figure]:
+    """Whenever a worker is inside a label purchase (the carrier sim, served from this process, answers each buy
+    3 s after buying it), SIGSTOP that worker's process group until its message has been handed to the other
+    worker (the broker's heartbeat timeout passed: it retrieves or buys the same shipment), then SIGCONT it.
+    One stop per order at most, up to `orders` stops: exactly one label per order, from the carrier's ledger."""
+    rounds: list[tuple[str, bool, float]] = []  # (carrier shipment id, redelivered while stopped, stopped for s)
+    carrier: dict = {}
+
+    def prepare(run: Run):
+        carrier["c"] = watched_carrier(run.system, buy_seconds=BUY_SECONDS)
+        carrier["port"] = carrier["c"].server.config.port
+        return carrier["c"].stop
+
+    def fault(run: Run) -> None:
+        watch, stopped_ids = carrier["c"].watch, set()
+        while not run.stop.is_set() and len(rounds) < orders:
+            run.system.supervise()
+            caught = [(p, sid) for p, sid in watch.buying() if sid not in stopped_ids]
+            if not caught:
+                time.sleep(0.05)
+                continue
+            port, shipment = caught[0]
+            pid = pid_of_client(port, carrier["port"])
+            groups = {w.popen.pid for w in run.system.workers if w.popen.poll() is None}
+            group = os.getpgid(pid) if pid else None
+            if group not in groups:
+                continue
+            before, stopped_at = watch.touches[shipment], time.monotonic()
+            os.killpg(group, signal.SIGSTOP)
+            try:
+                patience = STOP_HEARTBEAT_MS / 1000 + 60
+                while watch.touches[shipment] == before and time.monotonic() - stopped_at < patience:
+                    run.stop.wait(0.1)
+            finally:
+                os.killpg(group, signal.SIGCONT)
+            stopped_ids.add(shipment)
+            rounds.append((shipment, watch.touches[shipment] > before, time.monotonic() - stopped_at))
+        run.supervise_until_stopped()
+
+    run, figures = _run("sigstop", orders, workdir, timeout, fault=fault, prepare=prepare,
+                        env={"BROKER_HEARTBEAT_TIMEOUT_MS": str(STOP_HEARTBEAT_MS)})
+    redelivered = sum(1 for _, again, _ in rounds if again)
+    waits = sorted(s for _, _, s in rounds)
+    figures.append(Figure(
+        test="sigstop", figure=f"workers SIGSTOPped mid-label then SIGCONT: {len(rounds):,} (of {orders:,} wanted); "
+                               f"their message run again by the other worker while stopped: {redelivered:,} "
+                               f"(heartbeat timeout {STOP_HEARTBEAT_MS / 1000:.0f} s; stopped "
+                               f"{percentile(waits, 50):.1f} s median)",
+        pass_figure=f"{orders:,} stops, each redelivered", passed=len(rounds) == orders and redelivered == orders))
+    return figures
+
+
+SCENARIOS: dict[str, Callable[..., list[Figure]]] = {
+    "no-faults": no_faults, "sigkill": sigkill, "sigstop": sigstop, "redis": redis_faults, "postgres": postgres_faults}
+
+
+def _scenario_options(name: str, args: argparse.Namespace) -> dict:
+    if name == "sigkill":
+        return {"kill_every": args.kill_every, "kill_for": args.kill_for}
+    return {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=f"default: all of {', '.join(SCENARIOS)}")
     parser.add_argument("--orders", type=int, help="orders per scenario (default: the issue's size, see ISSUE_ORDERS)")
     parser.add_argument("--timeout", type=float, help="seconds to wait for the orders to finish (default: scaled)")
+    parser.add_argument("--kill-every", type=float, default=KILL_EVERY_S, help="sigkill: seconds between kills")
+    parser.add_argument("--kill-for", type=float, default=1800.0,
+                        help="sigkill: stop killing after this many seconds (or once 95 %% are finished)")
     args = parser.parse_args(argv)
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:
@@ -314,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tempfile.mkdtemp(prefix=f"soak-{name}-"))
         started = time.monotonic()
         try:
-            got = SCENARIOS[name](orders, workdir, timeout)
+            got = SCENARIOS[name](orders, workdir, timeout, **_scenario_options(name, args))
         except Exception as error:  # reported as a failed figure; the other scenarios still run
             import traceback
 

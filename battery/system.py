@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -180,12 +182,27 @@ class SoakSystem:
         args = list(self.process(name).popen.args)
         return f"http://127.0.0.1:{args[args.index(flag) + 1]}"
 
-    def kill_worker(self, rng: random.Random) -> str:
-        """SIGKILL one worker's whole process group (the Dramatiq parent, its worker and exporter children)."""
-        victim = rng.choice(self.workers)
-        if victim.popen.poll() is None:
-            os.killpg(victim.popen.pid, signal.SIGKILL)
-            victim.popen.wait(10)
+    def ready_workers(self) -> list[Process]:
+        """Workers running and past their boot (Dramatiq logged "ready for action" in this run's log file)."""
+        ready = []
+        for worker in self.workers:
+            if worker.popen.poll() is None:
+                try:
+                    if "ready for action" in worker.log.read_text(errors="replace"):
+                        ready.append(worker)
+                except OSError:
+                    pass
+        return ready
+
+    def kill_worker(self, rng: random.Random) -> str | None:
+        """SIGKILL one booted worker's whole process group (the Dramatiq parent, its worker and exporter
+        children), chosen at random; None when no worker has finished booting."""
+        ready = self.ready_workers()
+        if not ready:
+            return None
+        victim = rng.choice(ready)
+        os.killpg(victim.popen.pid, signal.SIGKILL)
+        victim.popen.wait(10)
         return victim.name
 
     def supervise(self) -> list[str]:
@@ -390,3 +407,90 @@ def wait_settled(engine, accepted: int, *, timeout: float, progress=None, during
 
 def _short(counts: Counter) -> str:
     return " ".join(f"{k[:6]}={v}" for k, v in sorted(counts.items()))
+
+
+# ---- the carrier in this process, watched: which worker is inside a label purchase -----------------------------
+
+
+class BuyWatch:
+    """ASGI middleware over the carrier sim: the buys in flight by client port, and every request per shipment."""
+
+    BUY = re.compile(r"^/v2/shipments/([^/]+)(/buy)?$")
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+        self.in_flight: dict[int, str] = {}  # client port -> carrier shipment id
+        self.touches: Counter = Counter()  # carrier shipment id -> requests about it (retrieve or buy)
+
+    async def __call__(self, scope, receive, send) -> None:
+        match = self.BUY.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if match is None:
+            return await self.app(scope, receive, send)
+        shipment, buying = match.group(1), bool(match.group(2)) and scope["method"] == "POST"
+        port = scope["client"][1] if scope.get("client") else 0
+        with self.lock:
+            self.touches[shipment] += 1
+            if buying:
+                self.in_flight[port] = shipment
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            if buying:
+                with self.lock:
+                    self.in_flight.pop(port, None)
+
+    def buying(self) -> list[tuple[int, str]]:
+        with self.lock:
+            return list(self.in_flight.items())
+
+
+@dataclass
+class WatchedCarrier:
+    watch: BuyWatch
+    server: object
+    thread: threading.Thread
+
+    def ledger(self) -> dict:
+        return self.watch.app.state.sim.ledger()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+def watched_carrier(system: SoakSystem, *, buy_seconds: float) -> WatchedCarrier:
+    """Replace the carrier sim process by the same sim served from this process behind a BuyWatch, each buy
+    answered `buy_seconds` after the label is bought (a slow carrier: the window in which a worker is mid-label)."""
+    import uvicorn  # noqa: PLC0415 - only this scenario serves from the soak's own process
+
+    from sims.carrier import CarrierSimConfig, Faults, TimeoutMode, create_app  # noqa: PLC0415
+
+    old = system.process("carrier")
+    args = list(old.popen.args)
+    port, webhook = int(args[args.index("--port") + 1]), args[args.index("--webhook-url") + 1]
+    old.stop()
+    system.stack.processes.remove(old)
+    config = CarrierSimConfig(webhook_url=webhook, time_scale=10_000_000, seed=8, faults=Faults(
+        buy_timeout_rate=1.0, buy_timeout_mode=TimeoutMode.SLEEP, buy_timeout_seconds=buy_seconds))
+    watch = BuyWatch(create_app(config))
+    server = uvicorn.Server(uvicorn.Config(watch, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on", timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, name="carrier-watched", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the watched carrier sim did not start on port {port}")
+        time.sleep(0.05)
+    return WatchedCarrier(watch=watch, server=server, thread=thread)
+
+
+def pid_of_client(port: int, server_port: int) -> int | None:
+    """The process whose TCP socket is 127.0.0.1:`port` → `server_port`."""
+    import psutil  # noqa: PLC0415
+
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.raddr and conn.raddr.port == server_port:
+            return conn.pid
+    return None
