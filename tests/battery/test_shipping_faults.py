@@ -15,12 +15,8 @@ def test_fifty_orders_one_in_five_unverifiable_get_no_label_and_each_such_custom
     assert_figures(shipping_faults.invalid_addresses(ctx))
 
 
-def test_a_carrier_429_storm_fails_no_order_and_the_429s_after_warm_up_are_counted(ctx):
-    # Known finding (issue 8): the carrier sim's --rate-limit-every answers every Nth request 429 whatever the
-    # request rate, so no client limiter can bring the share under 1/N (10 % here); the figure stays in the
-    # table, FAIL, until the sim throttles by rate. Everything else (0 failed orders, 0 dead letters, one label
-    # each) must pass.
-    assert_figures(shipping_faults.carrier_429_storm(ctx), known_findings=(shipping_faults.LIMITED_FIGURE,))
+def test_a_carrier_429_storm_fails_no_order_and_the_limiter_keeps_429s_under_one_percent_after_warm_up(ctx):
+    assert_figures(shipping_faults.carrier_429_storm(ctx))
 
 
 def test_partners_down_for_ten_seconds_lose_and_duplicate_no_job_and_the_backlog_drains(ctx):
