@@ -24,12 +24,13 @@ LOOKUP_TTL_S = 10
 WINDOW = timedelta(hours=1)
 SPARKLINE = timedelta(minutes=30)
 ON_TIME_WINDOW = timedelta(hours=24)
+FINISHED_WINDOW = timedelta(hours=24)  # orders by state: final states count the last day's, open ones all
 
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
 def orders_per_status() -> pd.DataFrame:
-    """status, orders — every status in lifecycle order."""
-    return q.orders_per_status(engine())
+    """status, orders — every status in lifecycle order; delivered, cancelled and failed: the last 24 hours."""
+    return q.orders_per_status(engine(), finished_since=now() - FINISHED_WINDOW)
 
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
@@ -124,15 +125,29 @@ def rules_in_force() -> dict[str, Any]:
 
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
-def _open_work() -> tuple[list[dict[str, Any]], dict[str, dict[str, float]], dict[str, dict[str, int]]]:
-    """Open jobs, partner capacity and the load already ahead on each line: one consistent read."""
+def _open_work() -> tuple[list[dict[str, Any]], q.GroupCounts, dict[str, dict[str, float]], dict[str, dict[str, int]]]:
+    """Open jobs (each stored batch's, and each group's most urgent unbatched ones), unbatched jobs per group,
+    partner capacity and the load already ahead on each line: one read."""
     with engine().connect() as conn:
-        return q.open_jobs(conn), q.partner_capacity(conn), q.line_load(conn)
+        groups = q.unbatched_per_group(conn)
+        return q.open_jobs(conn, groups=groups), groups, q.partner_capacity(conn), q.line_load(conn)
 
 
-def _plan(jobs: list[dict[str, Any]], capacity: dict[str, dict[str, float]]) -> list[b.PlannedBatch]:
-    return b.plan_batches([b.OpenJob(**job) for job in jobs], rules=production_rules(), partners_capacity=capacity,
-                          now=now())
+def _plan(jobs: list[dict[str, Any]], capacity: dict[str, dict[str, float]],
+          groups: q.GroupCounts) -> list[b.PlannedBatch]:
+    """The batcher's plan over the jobs read; a group read only in part loses its last, possibly cut, batch."""
+    planned = b.plan_batches([b.OpenJob(**job) for job in jobs], rules=production_rules(),
+                             partners_capacity=capacity, now=now())
+    cut = {key for key, waiting in groups.items() if waiting > q.OPEN_JOBS_PER_GROUP}
+    last = {p.proposal.key: p for p in planned if not p.stored and tuple(p.proposal.key) in cut}
+    return [p for p in planned if last.get(p.proposal.key) is not p or p.proposal.size >= p.proposal.target_size]
+
+
+def unbatched_not_shown() -> int:
+    """Unbatched jobs behind the batches the board shows (it reads each group's most urgent ones only)."""
+    jobs, groups, capacity, _ = _open_work()
+    shown = sum(p.proposal.size for p in _plan(jobs, capacity, groups) if not p.stored)
+    return sum(groups.values()) - shown
 
 
 def _job_label(order_number: str, unit_index: int, job_id: str) -> str:
@@ -142,9 +157,9 @@ def _job_label(order_number: str, unit_index: int, job_id: str) -> str:
 
 def batch_board() -> pd.DataFrame:
     """One row per batch as the batcher sees it now: stored open/held ones, then those it would make next."""
-    jobs, capacity, _ = _open_work()
+    jobs, groups, capacity, _ = _open_work()
     rows = []
-    for planned in _plan(jobs, capacity):
+    for planned in _plan(jobs, capacity, groups):
         proposal = planned.proposal
         rows.append({"batch": planned.batch_id or "(next)", "status": planned.status,
                      "partner": proposal.key.partner_id, "product": proposal.key.product_type,
@@ -159,8 +174,8 @@ def batch_board() -> pd.DataFrame:
 
 def stored_batches() -> list[dict[str, Any]]:
     """The open and held batches staff can act on, each with its jobs in queue order and its merge partners."""
-    jobs, capacity, _ = _open_work()
-    planned = [p for p in _plan(jobs, capacity) if p.stored]
+    jobs, groups, capacity, _ = _open_work()
+    planned = [p for p in _plan(jobs, capacity, groups) if p.stored]
     by_id = {job["id"]: job for job in jobs}
     batches = []
     for batch in planned:
@@ -180,13 +195,15 @@ def rules_preview(document: dict[str, Any]) -> dict[str, Any]:
     """Predicted starts under the rules in force and under `document`, per job, before anything is saved.
 
     Returns error (a sentence, when the edited rules cannot work), jobs (a frame: job, batch, partner,
-    method, before, after, shift_min) and the count of jobs that start earlier or later.
+    method, before, after, shift_min), the count of jobs that start earlier or later, and left_out: the
+    unbatched jobs not previewed (each group's most urgent `q.OPEN_JOBS_PER_GROUP` are).
     """
     try:
         proposed = b.rules_from_document(document, defaults=b.defaults_from(settings()))
     except PressroomError as error:
-        return {"error": error.message, "jobs": pd.DataFrame(), "earlier": 0, "later": 0}
-    jobs, capacity, load = _open_work()
+        return {"error": error.message, "jobs": pd.DataFrame(), "earlier": 0, "later": 0, "left_out": 0}
+    jobs, groups, capacity, load = _open_work()
+    left_out = sum(max(0, waiting - q.OPEN_JOBS_PER_GROUP) for waiting in groups.values())
     shifts = b.preview_rules([b.OpenJob(**job) for job in jobs], current=production_rules(), proposed=proposed,
                              partners_capacity=capacity, load=load, now=now())
     frame = pd.DataFrame([{"job": _job_label(s.order_number, s.unit_index, s.job_id), "batch": s.batch,
@@ -195,7 +212,8 @@ def rules_preview(document: dict[str, Any]) -> dict[str, Any]:
                           for s in shifts],
                          columns=["job", "batch", "partner", "method", "before", "after", "shift_min"])
     moved = frame["shift_min"].dropna()
-    return {"error": None, "jobs": frame, "earlier": int((moved < -0.5).sum()), "later": int((moved > 0.5).sum())}
+    return {"error": None, "jobs": frame, "earlier": int((moved < -0.5).sum()), "later": int((moved > 0.5).sum()),
+            "left_out": left_out}
 
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any, Iterator
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, and_, case, func, or_, select, union
+from sqlalchemy import Connection, Engine, and_, case, func, or_, select, union, union_all
 
 from core.states import BatchStatus, Channel, InspectionStatus, JobStatus, OrderStatus
 from db import tables as t
@@ -32,12 +32,22 @@ def _connected(bind: Bind) -> Iterator[Connection]:
 # ---- control room ------------------------------------------------------------------------------------
 
 
-def orders_per_status(bind: Bind) -> pd.DataFrame:
-    """One row per order status (all statuses, zeros included, in lifecycle order): status, orders."""
+FINISHED = (OrderStatus.DELIVERED, OrderStatus.CANCELLED, OrderStatus.FAILED)
+
+
+def orders_per_status(bind: Bind, *, finished_since: datetime) -> pd.DataFrame:
+    """One row per order status (all statuses, zeros included, in lifecycle order): status, orders.
+
+    Open statuses count every order in them; the final ones (delivered, cancelled, failed) only orders that
+    reached them since `finished_since`. Both are range scans of the (status, status_changed_at) index, so
+    the cost follows the open work and the day's throughput, not every order ever taken.
+    """
     o = t.orders
+    is_open = o.c.status.in_([s for s in OrderStatus if s not in FINISHED])
+    recently_finished = and_(o.c.status.in_(FINISHED), o.c.status_changed_at >= finished_since)
     with _connected(bind) as conn:
         counts = {str(status): n for status, n in conn.execute(
-            select(o.c.status, func.count()).group_by(o.c.status))}
+            select(o.c.status, func.count()).where(or_(is_open, recently_finished)).group_by(o.c.status))}
     return pd.DataFrame({"status": [str(s) for s in OrderStatus],
                          "orders": [counts.get(str(s), 0) for s in OrderStatus]})
 
@@ -270,27 +280,67 @@ def partner_capacity(bind: Bind) -> dict[str, dict[str, float]]:
     return {pid: {method: float(units) for method, units in (capacity or {}).items()} for pid, capacity in rows}
 
 
-def open_jobs(bind: Bind) -> list[dict[str, Any]]:
-    """Routed jobs not yet at their partner: unbatched ones, and those in open or held batches.
+OPEN_JOBS_PER_GROUP = 200
+"""How many unbatched jobs of each batching group the batch builder reads: the next few batches' worth."""
 
-    One dict per job with the fields of `core.services.batches.OpenJob` (the batcher's grouping facts,
-    the priority inputs from the order, and the batch's status, opening time and target).
+GroupCounts = dict[tuple[str, str, str, str], int]
+
+
+def unbatched_per_group(bind: Bind) -> GroupCounts:
+    """Routed jobs in no batch yet, per batching group (partner, product type, print method, region).
+
+    Counted in SQL over the partial index of pending jobs, so the batch builder never loads them all.
     """
-    j, o, b = t.print_jobs, t.orders, t.batches
-    unbatched = and_(j.c.status == JobStatus.PENDING, j.c.partner_id.is_not(None))
-    waiting = and_(j.c.status == JobStatus.BATCHED, b.c.status.in_([BatchStatus.OPEN, BatchStatus.HELD]))
+    j = t.print_jobs
+    key = (j.c.partner_id, j.c.product_type, j.c.print_method, j.c.region)
     with _connected(bind) as conn:
-        rows = conn.execute(
-            select(j.c.id, j.c.order_id, j.c.partner_id, j.c.product_type, j.c.print_method, j.c.region,
+        rows = conn.execute(select(*key, func.count()).where(j.c.status == JobStatus.PENDING,
+                                                             j.c.partner_id.is_not(None)).group_by(*key)).all()
+    return {(partner, product or "", method or "", region or ""): int(n) for partner, product, method, region, n
+            in rows}
+
+
+def _open_job_select():
+    j, o, b = t.print_jobs, t.orders, t.batches
+    return (select(j.c.id, j.c.order_id, j.c.partner_id, j.c.product_type, j.c.print_method, j.c.region,
                    j.c.priority, j.c.attempt, o.c.shipping_speed, o.c.total_cents.label("order_value_cents"),
                    o.c.placed_at, j.c.batch_id, b.c.status.label("batch_status"),
                    b.c.created_at.label("batch_created_at"), b.c.target_size.label("batch_target"),
-                   o.c.number.label("order_number"), j.c.unit_index)
-            .join(o, o.c.id == j.c.order_id).outerjoin(b, b.c.id == j.c.batch_id)
-            .where(j.c.status.in_([JobStatus.PENDING, JobStatus.BATCHED]), or_(unbatched, waiting))
-            .order_by(j.c.created_at, j.c.id)).all()
-    return [_plain(row._asdict()) | {"product_type": row.product_type or "", "print_method": row.print_method or "",
-                                     "region": row.region or ""} for row in rows]
+                   o.c.number.label("order_number"), j.c.unit_index, j.c.created_at)
+            .join(o, o.c.id == j.c.order_id))
+
+
+def _same(column, value: str):
+    """Equality on a grouping column whose empty value is stored as NULL (index-friendly either way)."""
+    return or_(column.is_(None), column == "") if value == "" else column == value
+
+
+def open_jobs(bind: Bind, *, per_group: int = OPEN_JOBS_PER_GROUP,
+              groups: GroupCounts | None = None) -> list[dict[str, Any]]:
+    """Routed jobs not yet at their partner, bounded: every job of an open or held batch (a batch holds at
+    most the policy's largest size), and each group's `per_group` most urgent unbatched jobs in queue order.
+
+    One dict per job with the fields of `core.services.batches.OpenJob` (the batcher's grouping facts,
+    the priority inputs from the order, and the batch's status, opening time and target). `groups` (from
+    `unbatched_per_group`, read in the same transaction) saves counting the groups again.
+    """
+    j, b = t.print_jobs, t.batches
+    groups = unbatched_per_group(bind) if groups is None else groups
+    stored = (_open_job_select().join(b, b.c.id == j.c.batch_id)
+              .where(j.c.status == JobStatus.BATCHED, b.c.status.in_([BatchStatus.OPEN, BatchStatus.HELD])))
+    heads = [_open_job_select().outerjoin(b, b.c.id == j.c.batch_id)
+             .where(j.c.status == JobStatus.PENDING, j.c.partner_id == partner, _same(j.c.product_type, product),
+                    _same(j.c.print_method, method), _same(j.c.region, region))
+             .order_by(j.c.priority.desc(), j.c.id).limit(per_group).subquery()
+             for partner, product, method, region in sorted(groups)]
+    with _connected(bind) as conn:
+        rows = conn.execute(stored).all()
+        if heads:
+            rows += conn.execute(union_all(*(select(head) for head in heads))).all()
+    rows.sort(key=lambda row: (row.created_at, row.id))
+    return [{key: value for key, value in _plain(row._asdict()).items() if key != "created_at"}
+            | {"product_type": row.product_type or "", "print_method": row.print_method or "",
+               "region": row.region or ""} for row in rows]
 
 
 AT_PARTNER = (JobStatus.SUBMITTED, JobStatus.QUEUED, JobStatus.PRINTING)

@@ -15,6 +15,9 @@ st.caption("Open jobs grouped as the batcher groups them: partner × product typ
 
 st.subheader("Batches")
 ui.batch_table(queries.batch_board())
+if waiting := queries.unbatched_not_shown():
+    st.caption(f"{waiting:,} more unbatched jobs wait behind these: the board proposes the next batches of each "
+               "group from its most urgent jobs.")
 
 
 def keep(batch_id: str) -> None:
@@ -76,6 +79,9 @@ else:
     earlier.metric("Jobs that would start earlier", preview["earlier"], border=True)
     later.metric("Jobs that would start later", preview["later"], border=True)
     ui.start_shift_chart(preview["jobs"])
+    if preview["left_out"]:
+        st.caption(f"Previewed over each group's most urgent waiting jobs; {preview['left_out']:,} further "
+                   "unbatched jobs are not previewed (applying re-scores them all).")
     with st.expander("Every open job, before and after"):
         ui.start_shift_table(preview["jobs"])
 st.button("Apply these rules", key=f"{PAGE}.apply", type="primary", icon=":material/done_all:",

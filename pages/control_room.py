@@ -23,6 +23,7 @@ def live() -> None:
     states, refusals = st.columns(2, gap="large")
     with states:
         st.subheader("Orders by state")
+        st.caption("Open states: every order in them. Delivered, cancelled, failed: the last 24 hours.")
         ui.status_chart(queries.orders_per_status())
     with refusals:
         st.subheader("Why checkouts were refused")
