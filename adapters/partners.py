@@ -33,6 +33,9 @@ return tostring(wait)
 """
 
 
+UNSETTLED_TTL_S = 7 * 24 * 3600  # how long a submit with an unknown outcome is remembered (asked about first)
+
+
 class PartnerUnavailable(PressroomError):
     """The partner is down, throttling or its circuit is open; try again later (nothing was lost)."""
 
@@ -83,14 +86,30 @@ class PartnerClient:
     # ---- the calls ---------------------------------------------------------------------------------
 
     def submit_job(self, endpoint: PartnerEndpoint, body: Mapping[str, Any]) -> PartnerJob:
-        """Submit one job, idempotent on `external_id`; after an unknown outcome, ask before resubmitting."""
+        """Submit one job, idempotent on `external_id`; after an unknown outcome, ask before resubmitting.
+
+        The unknown outcome is remembered in Redis until a lookup settles it, so when the lookup itself cannot get
+        through (the partner down, the circuit open) the next call — this message's redelivery or another
+        worker's — asks first too instead of posting blind.
+        """
+        external_id = str(body["external_id"])
+        unsettled = f"pressroom:partner:{endpoint.partner_id}:unknown:{external_id}"
+        if self.redis.exists(unsettled):
+            log.info("partner %s: an earlier submit of %s is unsettled; asking first", endpoint.partner_id,
+                     external_id)
+            existing = self.find_job(endpoint, external_id)
+            self.redis.delete(unsettled)
+            if existing is not None:
+                return existing
         for attempt in range(1, self.max_attempts + 1):
             try:
                 response = self._request(endpoint, "POST", "/v1/jobs", json=dict(body))
             except _Unknown as unknown:
                 log.warning("partner %s: submit of %s had an unknown outcome (%s); asking first",
-                            endpoint.partner_id, body["external_id"], unknown)
-                existing = self.find_job(endpoint, str(body["external_id"]))
+                            endpoint.partner_id, external_id, unknown)
+                self.redis.set(unsettled, 1, ex=UNSETTLED_TTL_S)
+                existing = self.find_job(endpoint, external_id)
+                self.redis.delete(unsettled)
                 if existing is not None:
                     return existing
                 self._backoff(attempt)
