@@ -104,4 +104,9 @@ def container() -> Container:
     if _container is None:
         settings = Settings.from_env(os.environ)
         _container = Container(settings, prometheus=os.environ.get("PRESSROOM_PROMETHEUS", "1") == "1")
+        if int(os.environ.get("PRESSROOM_LAG_SAMPLES", "0")) > 0:  # stage lag for the lag benchmark (workers/lag.py)
+            from workers.lag import StageLag
+
+            _container.broker.add_middleware(StageLag(_container.redis,
+                                                      keep=int(os.environ["PRESSROOM_LAG_SAMPLES"])))
     return _container
