@@ -24,6 +24,8 @@ BENCHES = {
     "render": ["--runs", "3"],
     "qa": ["--prints", "500", "--speed-runs", "5"],
     "dashboard": [],
+    "pipeline": [],  # cached 300 orders, then unique 80
+    "lag": [],  # after pipeline: half the rate pipeline-cached sustained
 }
 QUICK = {
     "intake": ["--repetitions", "1", "--seconds", "3"],
@@ -31,6 +33,8 @@ QUICK = {
     "render": ["--runs", "1", "--templates", "poster-18x24"],
     "qa": ["--prints", "40", "--speed-runs", "1"],
     "dashboard": ["--orders", "20000"],
+    "pipeline": ["--mode", "cached", "--orders", "20"],
+    "lag": ["--seconds", "30"],
 }
 
 
