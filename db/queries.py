@@ -43,11 +43,12 @@ def orders_per_status(bind: Bind, *, finished_since: datetime) -> pd.DataFrame:
     the cost follows the open work and the day's throughput, not every order ever taken.
     """
     o = t.orders
-    is_open = o.c.status.in_([s for s in OrderStatus if s not in FINISHED])
-    recently_finished = and_(o.c.status.in_(FINISHED), o.c.status_changed_at >= finished_since)
+    still_open = select(o.c.status, func.count()).where(o.c.status.in_([s for s in OrderStatus if s not in FINISHED]))
+    recently_finished = select(o.c.status, func.count()).where(o.c.status.in_(FINISHED),
+                                                               o.c.status_changed_at >= finished_since)
     with _connected(bind) as conn:
         counts = {str(status): n for status, n in conn.execute(
-            select(o.c.status, func.count()).where(or_(is_open, recently_finished)).group_by(o.c.status))}
+            union_all(still_open.group_by(o.c.status), recently_finished.group_by(o.c.status)))}
     return pd.DataFrame({"status": [str(s) for s in OrderStatus],
                          "orders": [counts.get(str(s), 0) for s in OrderStatus]})
 
