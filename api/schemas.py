@@ -117,7 +117,19 @@ class LineIn(Strict):
                                                                                          "pattern": NO_NUL}})
 
 
+ORDER_EXAMPLE = {  # docs/API.md's example; artwork_id is what POST /v1/artwork answered
+    "external_id": "SF-100231", "channel": "storefront",
+    "customer": {"name": "Ada Lovelace", "email": "ada@example.com", "phone": "+44 20 7946 0958"},
+    "shipping_address": {"name": "Ada Lovelace", "line1": "12 Marylebone Rd", "line2": "", "city": "London",
+                         "region": "LND", "postal_code": "NW1 5LR", "country": "GB"},
+    "shipping_speed": "standard",
+    "lines": [{"sku": "TEE-DTG-BLK-M", "quantity": 1, "artwork_id": "art_example",
+               "texts": {"headline": "Best Dad Ever"}}]}
+
+
 class OrderIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [ORDER_EXAMPLE]})
+
     external_id: str = text(80, pattern=NOT_BLANK)
     channel: Channel = Channel.API
     customer: CustomerIn

@@ -1,0 +1,136 @@
+"""The API's OpenAPI document tells the truth: every refusal is a documented problem+json response, and what the
+schema admits is what the rules accept (the schemathesis battery check fuzzes the same promises)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from api.schemas import EMAIL_PATTERN, MAX_QUANTITY, NO_NUL, NOT_BLANK
+from core.settings import Settings
+from core.validation import EMAIL
+
+# Characters where engines disagree about whitespace (\x1c-\x1f, \x85 are space to Python, not to ECMAScript),
+# zero-width ones that are not whitespace, NUL, and a few ordinary ones.
+TRICKY = ["", " ", "\t", "\n", "\x1c", "\x1f", "\x85", "\xa0", "\u2028", "\u3000", "\u200b", "\x00", "a", "@", "."]
+tricky_text = st.lists(st.sampled_from(TRICKY) | st.characters(), max_size=12).map("".join)
+
+
+def problem_types(response) -> tuple[str, int]:
+    return response.headers["content-type"], response.json()["status"]
+
+
+def schema_admits(pattern: str, value: str) -> bool:
+    """What a JSON Schema validator does with `pattern` (an unanchored search)."""
+    return re.search(pattern, value) is not None
+
+
+# ---- malformed bodies and the problem+json content type -------------------------------------------------------
+
+
+def test_a_malformed_multipart_upload_is_a_documented_422_problem_naming_the_body(api):
+    # given a multipart body whose parts have no Content-Disposition name
+    body = b"--XyZ\r\n\xe6\xf3\xa0\xba\r\n--XyZ--\r\n"
+    # when it is uploaded as artwork
+    response = api.client.post("/v1/artwork", content=body,
+                               headers={"Content-Type": "multipart/form-data; boundary=XyZ"})
+    # then it is refused like any malformed body: 422 problem JSON on `body`, and the OpenAPI lists that response
+    assert problem_types(response) == ("application/problem+json", 422)
+    assert [(e["field"], e["code"]) for e in response.json()["errors"]] == [("body", "malformed")]
+    documented = api.client.get("/openapi.json").json()["paths"]["/v1/artwork"]["post"]["responses"]
+    assert list(documented["422"]["content"]) == ["application/problem+json"]
+
+
+def test_every_refusal_the_openapi_documents_is_problem_json_with_the_problem_schema(api):
+    # given the API's OpenAPI document
+    schema = api.client.get("/openapi.json").json()
+    # when every 4xx response of every operation is read
+    refusals = {(path, method, status): response.get("content", {})
+                for path, operations in schema["paths"].items() for method, operation in operations.items()
+                for status, response in operation["responses"].items() if status.startswith("4")}
+    # then each says application/problem+json, with the Problem schema, and nothing else
+    assert refusals
+    assert {key: list(content) for key, content in refusals.items()
+            if list(content) != ["application/problem+json"]} == {}
+    assert {c["application/problem+json"]["schema"]["$ref"] for c in refusals.values()} == {
+        "#/components/schemas/ProblemOut"}
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "status"), [
+    ("post", "/webhooks/partners/acme", {"content": b"{}", "headers": {"X-Partner-Signature": "sha256=00",
+                                                                       "X-Partner-Event-Id": "e1"}}, 401),
+    ("post", "/webhooks/carrier/easypost", {"content": b"{}"}, 401),
+    ("post", "/v1/orders", {"json": {"lines": []}}, 422),
+    ("get", "/v1/assets/a1/print.png", {"params": {"expires": 1, "sig": "x"}}, 403),
+    ("get", "/v1/assets/a1/nope", {"params": {"expires": 1, "sig": "x"}}, 404),
+])
+def test_each_refusal_is_sent_as_problem_json_with_a_status_its_operation_documents(api, method, path, kwargs,
+                                                                                     status):
+    response = getattr(api.client, method)(path, **kwargs)
+    assert problem_types(response) == ("application/problem+json", status)
+    route = "/webhooks/partners/{partner_id}" if path.startswith("/webhooks/partners") else (
+        "/v1/assets/{asset_id}/{file}" if path.startswith("/v1/assets") else path)
+    documented = api.client.get("/openapi.json").json()["paths"][route][method]["responses"]
+    assert "application/problem+json" in documented[str(status)]["content"]
+
+
+# ---- the schema states core's rules ------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(tricky_text)
+def test_a_required_text_field_is_schema_valid_exactly_when_core_finds_it_filled_in(value):
+    core_accepts = bool(value.strip()) and "\x00" not in value  # Address.missing, the name and external id rules
+    assert schema_admits(NOT_BLANK, value) == core_accepts
+
+
+@settings(max_examples=300, deadline=None)
+@given(tricky_text | st.builds("{}@{}.{}".format, tricky_text, tricky_text, tricky_text))
+def test_an_email_is_schema_valid_exactly_when_core_accepts_it(value):
+    core_accepts = EMAIL.match(value.strip()) is not None and "\x00" not in value
+    assert schema_admits(EMAIL_PATTERN, value) == core_accepts
+
+
+@pytest.mark.parametrize("value", ["", "anything", " \t", "\x85"])
+def test_an_optional_text_field_refuses_only_nul(value):
+    assert schema_admits(NO_NUL, value) and not schema_admits(NO_NUL, value + "\x00")
+
+
+def test_the_line_rules_in_the_schema_are_cores(api):
+    # given the OpenAPI document's order line and order
+    components = api.client.get("/openapi.json").json()["components"]["schemas"]
+    line, order = components["LineIn"], components["OrderIn"]
+    # then the quantity range is core's, an artwork is required on every line, and an order has a line
+    assert (line["properties"]["quantity"]["minimum"], line["properties"]["quantity"]["maximum"]) == (
+        1, MAX_QUANTITY) == (1, Settings().max_quantity)
+    assert "artwork_id" in line["required"] and line["properties"]["artwork_id"]["minLength"] == 1
+    assert order["properties"]["lines"]["minItems"] == 1
+
+
+@pytest.mark.parametrize(("quantity", "schema_valid"), [(0, False), (1, True), (MAX_QUANTITY, True),
+                                                        (MAX_QUANTITY + 1, False)])
+def test_a_quantity_is_refused_by_core_exactly_when_the_schema_refuses_it(api, quantity, schema_valid):
+    art = api.upload()
+    body = api.order_body(art["id"])
+    body["lines"][0]["quantity"] = quantity
+    response = api.client.post("/v1/orders", json=body)
+    refused_for_quantity = response.status_code == 422 and any(
+        e["field"] == "lines[0].quantity" for e in response.json()["errors"])
+    assert refused_for_quantity == (not schema_valid), response.text
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda b: b.update(lines=[]), "lines"),
+    (lambda b: b["lines"][0].pop("artwork_id"), "lines[0].artwork_id"),
+    (lambda b: b["customer"].update(name="\x1c\x85"), "customer.name"),
+    (lambda b: b["shipping_address"].update(country="\u3000"), "shipping_address.country"),
+    (lambda b: b["customer"].update(email="ada\x1f@example.com"), "customer.email"),
+])
+def test_input_the_schema_refuses_is_refused_by_the_api(api, change, field):
+    body = api.order_body(api.upload()["id"])
+    change(body)
+    response = api.client.post("/v1/orders", json=body)
+    assert response.status_code == 422 and field in {e["field"] for e in response.json()["errors"]}
