@@ -349,8 +349,11 @@ class Reconciliation:
     unexpected: int  # seen by the sim, unknown to the database
 
 
-def reconcile(engine, ledgers: dict, accepted_ids: list[str]) -> list[Reconciliation]:
-    """Orders, labels, partner jobs, e-mails and SMS: the sims' ledgers against the database's rows."""
+def reconcile(engine, system: SoakSystem, accepted_ids: list[str]) -> list[Reconciliation]:
+    """Orders, labels, partner jobs, e-mails and SMS: the sims' ledgers against the database's rows.
+
+    The database is read first: a sim sees an effect before the database records it, so a ledger read after the
+    rows holds everything they name, and anything missing from it is really lost."""
     with engine.connect() as conn:
         orders = set(conn.scalars(text("SELECT id FROM orders")))
         labelled = set(conn.scalars(text(
@@ -358,10 +361,13 @@ def reconcile(engine, ledgers: dict, accepted_ids: list[str]) -> list[Reconcilia
         jobs = set(conn.scalars(text(
             "SELECT id FROM print_jobs WHERE status NOT IN ('pending', 'batched', 'submitted')")))
         all_jobs = set(conn.scalars(text("SELECT id FROM print_jobs")))
-        sent = {ch: set(conn.scalars(text("SELECT id FROM notifications WHERE channel = :c AND status = 'sent'"),
-                                     {"c": ch})) for ch in ("email", "sms")}
+        # every message a worker started to hand over must have reached the sim (a stuck "sending" is lost)
+        sent = {ch: set(conn.scalars(text("SELECT id FROM notifications WHERE channel = :c AND status IN "
+                                          "('sent', 'sending', 'unknown', 'failed')"), {"c": ch}))
+                for ch in ("email", "sms")}
         known = {ch: set(conn.scalars(text("SELECT id FROM notifications WHERE channel = :c"), {"c": ch}))
                  for ch in ("email", "sms")}
+    ledgers = system.ledgers()
     accepted = set(accepted_ids)
     bought = Counter(ledgers["carrier"]["purchases_by_reference"])
     created = Counter(ledgers["partner"]["by_external_id"])
@@ -382,6 +388,29 @@ def reconcile(engine, ledgers: dict, accepted_ids: list[str]) -> list[Reconcilia
         one("e-mails (SMTP sink, by Message-ID)", sent["email"], mails, known["email"]),
         one("SMS (SMS sim, by idempotency key)", sent["sms"], texts, known["sms"]),
     ]
+
+
+def wait_quiet(engine, redis_url: str, *, timeout: float = 180) -> bool:
+    """Until no stage message is queued, in flight or delayed and no notification is mid-send, twice in a row
+    (the last milestone's e-mail goes out after the order is delivered)."""
+    import redis  # noqa: PLC0415
+
+    from adapters.broker import queue_stats  # noqa: PLC0415
+
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
+    quiet, deadline = 0, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            busy = sum(s.depth + s.in_flight + s.delayed for s in queue_stats(client))
+            with engine.connect() as conn:
+                busy += conn.scalar(text("SELECT count(*) FROM notifications WHERE status IN ('queued', 'sending')"))
+        except Exception:  # noqa: BLE001 - a server still coming back counts as busy
+            busy = 1
+        quiet = quiet + 1 if busy == 0 else 0
+        if quiet >= 2:
+            return True
+        time.sleep(1)
+    return False
 
 
 def wait_settled(engine, accepted: int, *, timeout: float, progress=None, during=None) -> tuple[float | None, Counter]:
