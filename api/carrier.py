@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import Services
 from api.problems import problem, problem_responses
-from api.schemas import WebhookAck
+from api.schemas import WebhookAck, contains_nul
 from core.commands import ApplyCarrierEvent
 from core.errors import Problem
 
@@ -41,6 +41,10 @@ async def easypost_webhook(request: Request) -> JSONResponse:
         return problem(422, "invalid-request", "An EasyPost event carries its id; this one has none.",
                        [Problem(field="id", code="required", message="the Event's id is missing")])
     topic = str(event.get("description") or "unknown")[:60]
+    if contains_nul([event_id, topic]):  # PostgreSQL cannot store NUL: a 422, not a 500
+        return problem(422, "invalid-request", "The event's id or description holds a NUL (\\x00) character.",
+                       [Problem(field="id" if contains_nul(event_id) else "description", code="invalid",
+                                message="must not contain NUL (\\x00) characters")])
     inbox_id = await run_in_threadpool(_receive, svc, event_id, topic, raw)  # blocking database work
     return JSONResponse({"status": "accepted" if inbox_id is not None else "duplicate"})
 

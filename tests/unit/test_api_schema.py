@@ -3,7 +3,12 @@ schema admits is what the rules accept (the schemathesis battery check fuzzes th
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import re
+import unicodedata
 
 import pytest
 from hypothesis import given, settings
@@ -134,3 +139,37 @@ def test_input_the_schema_refuses_is_refused_by_the_api(api, change, field):
     change(body)
     response = api.client.post("/v1/orders", json=body)
     assert response.status_code == 422 and field in {e["field"] for e in response.json()["errors"]}
+
+
+# ---- signed webhooks whose bodies are not what the sender promises -------------------------------------------
+
+
+def shopify_signed(api, payload) -> tuple[bytes, dict[str, str]]:
+    raw = json.dumps(payload).encode()
+    digest = base64.b64encode(hmac.new(api.services.settings.shopify_webhook_secret.encode(), raw,
+                                       hashlib.sha256).digest()).decode()
+    return raw, {"X-Shopify-Hmac-Sha256": digest, "X-Shopify-Webhook-Id": f"w-{hashlib.sha1(raw).hexdigest()}"}
+
+
+@pytest.mark.parametrize("payload", [
+    [], "an order", 5, {"id": 1, "line_items": [5]}, {"id": 1, "line_items": {}},
+    {"id": 1, "line_items": [{"properties": [1]}]}, {"id": 1, "customer": [], "line_items": []},
+    {"id": 1, "shipping_address": "x", "line_items": []}, {"id": 1, "shipping_lines": [1], "line_items": []},
+    {"id": "9" * 81, "line_items": []}, {"id": 1, "line_items": [{"sku": "TEE-DTG-BLK-M", "quantity": 10 ** 30}]},
+])
+def test_a_signed_shopify_payload_of_the_wrong_shape_is_a_422_problem_not_a_server_error(api, payload):
+    api.client.raise_server_exceptions = False
+    raw, headers = shopify_signed(api, payload)
+    response = api.client.post("/webhooks/shopify/orders-create", content=raw, headers=headers)
+    assert problem_types(response) == ("application/problem+json", 422), response.text
+
+
+@pytest.mark.parametrize("event", [{"id": "evt\x00x", "description": "tracker.updated"},
+                                   {"id": "evt_1", "description": "tracker\x00updated"}])
+def test_a_signed_carrier_event_with_nul_in_its_id_or_description_is_a_422_problem(api, event):
+    api.client.raise_server_exceptions = False
+    raw = json.dumps(event).encode()
+    secret = unicodedata.normalize("NFKD", api.services.settings.easypost_webhook_secret).encode()
+    signature = "hmac-sha256-hex=" + hmac.new(secret, raw, hashlib.sha256).hexdigest()
+    response = api.client.post("/webhooks/carrier/easypost", content=raw, headers={"X-Hmac-Signature": signature})
+    assert problem_types(response) == ("application/problem+json", 422), response.text
