@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import Services
 from api.problems import problem, problem_responses
-from api.schemas import WebhookAck, contains_nul
+from api.schemas import CARRIER_EVENT_BODY, WebhookAck, contains_nul
 from core.commands import ApplyCarrierEvent
 from core.errors import Problem
 
@@ -21,7 +21,8 @@ SOURCE = "carrier:easypost"
 router = APIRouter()
 
 
-@router.post("/webhooks/carrier/easypost", response_model=WebhookAck, responses=problem_responses(401, 422))
+@router.post("/webhooks/carrier/easypost", response_model=WebhookAck, responses=problem_responses(401, 422),
+             openapi_extra=CARRIER_EVENT_BODY)
 async def easypost_webhook(request: Request) -> JSONResponse:
     """An EasyPost event (tracker.updated): HMAC-verified before anything is stored, recorded once per event id
     in the inbox, answered at once; the `tracking` queue applies it."""

@@ -19,7 +19,17 @@ from starlette.concurrency import run_in_threadpool
 from api import carrier, problems, selfservice, shopify
 from api.deps import Services, build_services
 from api.problems import problem, problem_responses
-from api.schemas import NO_NUL_SCHEMA, UPLOAD_SCHEMA, ArtworkOut, OrderIn, OrderOut, WebhookAck, contains_nul
+from api.schemas import (
+    NO_NUL_SCHEMA,
+    PARTNER_EVENT_BODY,
+    SHOPIFY_ORDER_BODY,
+    UPLOAD_SCHEMA,
+    ArtworkOut,
+    OrderIn,
+    OrderOut,
+    WebhookAck,
+    contains_nul,
+)
 from core.artwork import DEFAULT_MAX_BYTES, ArtworkRefused, normalise_artwork
 from core.commands import ApplyPartnerEvent
 from core.errors import Problem
@@ -112,7 +122,7 @@ def create_app(services: Services | None = None) -> FastAPI:
         return JSONResponse(payload, status_code=201 if result.created else 200)
 
     @app.post("/webhooks/shopify/orders-create", status_code=201, response_model=OrderOut,
-              responses={**REPLAYED, **problem_responses(401, 402, 409, 422)})
+              responses={**REPLAYED, **problem_responses(401, 402, 409, 422)}, openapi_extra=SHOPIFY_ORDER_BODY)
     async def shopify_orders_create(request: Request,
                                     x_shopify_hmac_sha256: str = Header(..., max_length=200),
                                     x_shopify_webhook_id: str = Header(..., max_length=120)):
@@ -146,7 +156,8 @@ def create_app(services: Services | None = None) -> FastAPI:
         payload = result.order if isinstance(result.order, dict) else result.order.as_response()
         return JSONResponse(payload, status_code=201 if result.created else 200)
 
-    @app.post("/webhooks/partners/{partner_id}", response_model=WebhookAck, responses=problem_responses(401, 422))
+    @app.post("/webhooks/partners/{partner_id}", response_model=WebhookAck, responses=problem_responses(401, 422),
+              openapi_extra=PARTNER_EVENT_BODY)
     async def partner_webhook(partner_id: str, request: Request,
                               x_partner_signature: str = Header(..., max_length=200),
                               x_partner_event_id: str = Header(..., max_length=120)) -> JSONResponse:

@@ -42,8 +42,8 @@ NOT_BLANK = rf"^[^\x00]*[^{WHITESPACE}\x00][^\x00]*$"  # a character str.strip()
 EMAIL_PATTERN = (f"^[{WHITESPACE}]*"  # core strips, then matches EMAIL
                  + EMAIL.pattern.strip("^$").replace(r"[^@\s]", rf"[^@{WHITESPACE}\x00]") + f"[{WHITESPACE}]*$")
 NO_NUL_SCHEMA = {"pattern": NO_NUL}
-UPLOAD_SCHEMA = {"minLength": 1, "maxLength": DEFAULT_MAX_BYTES,  # core refuses empty_file, too_large
-                 "description": "A PNG, JPEG or TIFF image (checked by content)"}
+UPLOAD_SCHEMA = {"minLength": 1,  # core refuses empty_file; too_large is stated in words (a fuzzer would build it)
+                 "description": f"A PNG, JPEG or TIFF image (checked by content), at most {DEFAULT_MAX_BYTES:,} bytes"}
 MAX_QUANTITY = next(f.default for f in fields(Settings) if f.name == "max_quantity")
 
 
@@ -146,6 +146,34 @@ class OrderIn(Strict):
             lines=tuple(LineRequest(sku=line.sku, quantity=line.quantity, artwork_id=line.artwork_id,
                                     texts={k[:60]: v[:1000] for k, v in line.texts.items()})
                         for line in self.lines))
+
+
+def _json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """A webhook route's `openapi_extra`: the route reads its raw body (the signature is over the bytes), so FastAPI
+    cannot document it; what the handler refuses (422) is what these schemas leave out."""
+    return {"requestBody": {"required": True, "description": description,
+                            "content": {"application/json": {"schema": schema}}}}
+
+
+_OBJECTS = {"type": "array", "items": {"type": "object"}}
+SHOPIFY_ORDER_BODY = _json_body({
+    "type": "object", "required": ["id", "line_items"],
+    "properties": {"id": {}, "email": {}, "phone": {}, "customer": {}, "shipping_address": {}, "shipping_lines": {},
+                   "line_items": _OBJECTS}},
+    "Shopify's orders/create payload, of which the API reads id, email, phone, customer, shipping_address "
+    "(first_name, last_name, address1, address2, city, province_code, zip, country_code), shipping_lines (code) "
+    "and line_items (sku, quantity, properties: _artwork_id and text:<slot>); signed in X-Shopify-Hmac-Sha256.")
+PARTNER_EVENT_BODY = _json_body(
+    {"type": "object", "required": ["event_id"], "properties": {"event_id": {}}},
+    "A print partner's job event; event_id must equal X-Partner-Event-Id; signed in X-Partner-Signature.")
+CARRIER_EVENT_BODY = {
+    **_json_body({"type": "object", "required": ["id"],
+                  "properties": {"id": {"type": "string", "minLength": 1, "maxLength": 120, "pattern": NO_NUL},
+                                 "description": {"pattern": NO_NUL}}},
+                 "An EasyPost Event (tracker.updated), signed in X-Hmac-Signature."),
+    "parameters": [{"name": "X-Hmac-Signature", "in": "header", "required": True,
+                    "schema": {"type": "string", "maxLength": 200},
+                    "description": "hmac-sha256-hex=<HMAC-SHA256 of the body with the webhook secret>"}]}
 
 
 class OrderOut(BaseModel):
