@@ -105,9 +105,9 @@ def shipping_world(ctx: Context, *, faults: Faults = Faults(), threads: int = 8,
         yield ShippingWorld(ctx=ctx, harness=harness, system=system, carrier=carrier, sink=sink)
 
 
-def place(w: ShippingWorld, addresses: list[dict]) -> list[str]:
+def place(w: ShippingWorld, addresses: list[dict], *, copies: int = 2) -> list[str]:
     """One order per address through the API (each its own customer), moved to ready_to_ship by the domain's
-    transitions; its buy-label message sent twice after the commit, as a redelivery would."""
+    transitions; its buy-label message sent `copies` times after the commit (twice: as a redelivery would)."""
     art = w.harness.upload()["id"]
     svc = w.harness.services
     ids = []
@@ -123,8 +123,8 @@ def place(w: ShippingWorld, addresses: list[dict]) -> list[str]:
             order = uow.orders.get(order_id)
             for status in TO_SHIP:
                 order.advance(status, at=svc.now(), source="battery")
-            uow.defer(BuyLabel(order_id=order_id))
-            uow.defer(BuyLabel(order_id=order_id))
+            for _ in range(copies):
+                uow.defer(BuyLabel(order_id=order_id))
             uow.commit()
     return ids
 

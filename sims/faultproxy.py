@@ -441,10 +441,11 @@ class Lookups:
     body_key: re.Pattern[str] | None = None  # when the effect's target does not name it: searched in the body
 
 
-def asked_first(exchanges: Sequence[Exchange], lookups: Lookups) -> tuple[int, list[Exchange]]:
+def asked_first(exchanges: Sequence[Exchange], lookups: Lookups, *, fault: str | None = None,
+                ) -> tuple[int, list[Exchange]]:
     """Effectful requests whose outcome the client could not know, and of those the ones whose next request
     about the same resource was NOT a lookup (a blind retry). A resource never touched again counts as asked
-    (nothing was retried blindly).
+    (nothing was retried blindly). `fault` counts only the requests that got that fault ("" for none).
 
     Returns:
         (unknown outcomes, blind retries)
@@ -464,6 +465,8 @@ def asked_first(exchanges: Sequence[Exchange], lookups: Lookups) -> tuple[int, l
     unknown, blind = 0, []
     for n, (exchange, kind_key) in enumerate(keyed):
         if kind_key is None or kind_key[0] != "effect" or not exchange.unknown_outcome:
+            continue
+        if fault is not None and exchange.fault != fault:
             continue
         unknown += 1
         following = next((k for _, k in keyed[n + 1:] if k is not None and k[1] == kind_key[1]), None)
