@@ -43,6 +43,7 @@ from battery.system import (
     PrivateRedis,
     SoakSystem,
     Storefront,
+    awaiting_inspector,
     label_latencies,
     pid_of_client,
     reconcile,
@@ -76,6 +77,7 @@ class Run:
     notes: list[str] = field(default_factory=list)
     fault_error: BaseException | None = None
     finished_at: float | None = None
+    awaiting: int = 0  # orders held for a human inspector (a doubtful print): finished, for the soak
 
     def start_faults(self, fault: Callable[[Run], None]) -> threading.Thread:
         def body() -> None:
@@ -128,6 +130,7 @@ def _run(name: str, orders: int, workdir: Path, timeout: float, *, fault: Callab
             finished_at, counts = wait_settled(run.engine, len(accepted), timeout=timeout, progress=bar,
                                                during=during)
         run.finished_at = finished_at
+        run.awaiting = len(awaiting_inspector(run.engine))
         run.stop.set()
         thread.join(timeout=120)
         if not wait_quiet(run.engine, run.redis.url):
@@ -153,7 +156,7 @@ def _common_figures(run: Run, accepted: list[str], counts: Counter, finished_at:
         count_figure(name, f"orders accepted (201) of {run.orders:,} posted; storefront retries "
                            f"{sum(run.store.failures.values()):,} {dict(run.store.failures) or ''}".rstrip(),
                      len(accepted), run.orders),
-        Figure(test=name, figure=f"orders finished: {delivered:,} delivered"
+        Figure(test=name, figure=f"orders finished: {delivered:,} delivered, {run.awaiting:,} held for an inspector"
                                  f"{'' if finished_at else f' (timed out after {run.timeout:.0f} s)'}; "
                                  f"{elapsed:.0f} s from first order", pass_figure=f"all {len(accepted):,}",
                passed=finished_at is not None),

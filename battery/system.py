@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from bench.common import Process, Stack, free_port, say
 from bench.pipeline import order_body, start_system, upload_artwork
@@ -139,7 +140,8 @@ def soak_database(server_url: str = SHARED_PG, prefix: str = "soak") -> Iterator
     """A fresh database on `server_url`, migrated and seeded, stock unlimited, no QA spot checks; dropped after."""
     from tests.conftest import migrated_and_seeded
 
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    # no pool: the server may have been restarted under a pooled connection by the time the database is dropped
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -317,8 +319,11 @@ def statuses(engine) -> Counter:
 
 
 def awaiting_inspector(engine) -> set[str]:
+    """Orders not yet delivered that wait for a human inspector (a doubtful print: the soak has no inspector)."""
     with engine.connect() as conn:
-        return set(conn.scalars(text("SELECT DISTINCT order_id FROM inspections WHERE status = 'needs_review'")))
+        return set(conn.scalars(text(
+            "SELECT DISTINCT i.order_id FROM inspections i JOIN orders o ON o.id = i.order_id "
+            "WHERE i.status = 'needs_review' AND o.status NOT IN ('delivered', 'cancelled', 'failed')")))
 
 
 def settled(engine, accepted: int) -> tuple[int, Counter]:
@@ -436,7 +441,7 @@ def wait_settled(engine, accepted: int, *, timeout: float, progress=None, during
 
 
 def _short(counts: Counter) -> str:
-    return " ".join(f"{k[:6]}={v}" for k, v in sorted(counts.items()))
+    return " ".join(f"{k}={v}" for k, v in sorted(counts.items()) if k != "delivered")
 
 
 # ---- the carrier in this process, watched: which worker is inside a label purchase -----------------------------
