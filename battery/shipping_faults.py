@@ -251,10 +251,13 @@ def carrier_429_storm(ctx: Context) -> list[Figure]:
         count_figure(name, "shipping/notify messages dead-lettered", dead, 0),
         count_figure(name, "labels bought (sim ledger)", ledger["labels_bought"], total),
         count_figure(name, "double-bought references (sim ledger)", len(ledger["double_bought_references"]), 0),
-        Figure(test=name, figure=f"{STORM_S:.0f} s storm (every request 429 + Retry-After): {in_storm} requests "
-                                 f"reached the carrier, {refused_in_storm} refused; {WORKER_THREADS} worker threads",
+        # every request in the storm is refused, so its 429s are the requests that reached the carrier during it
+        # (the window read here may run past the storm's end on a loaded machine: those requests pass)
+        Figure(test=name, figure=f"{STORM_S:.0f} s storm (every request 429 + Retry-After): {refused_in_storm} "
+                                 f"requests reached the carrier during it ({in_storm} in the window read); "
+                                 f"{WORKER_THREADS} worker threads",
                pass_figure=f"> 0 and ≤ {2 * WORKER_THREADS} (Retry-After honoured)",
-               passed=refused_in_storm > 0 and in_storm <= 2 * WORKER_THREADS),
+               passed=0 < refused_in_storm <= 2 * WORKER_THREADS),
         Figure(test=name, figure=f"{LIMITED_FIGURE}: {limited:,}/{requests:,} = {percent(limited, requests)} "
                                  f"({bought_after:,} labels; carrier {CARRIER_LIMIT_PER_S:g}/s burst "
                                  f"{CARRIER_BURST}, our limiter {CLIENT_RATE_PER_S:g}/s burst {CLIENT_BURST}; all: "
