@@ -1,8 +1,10 @@
 """schemathesis against the API's own OpenAPI document: every phase (examples, coverage, fuzzing, stateful), both
 data modes (positive: schema-valid input must pass; negative: schema-invalid input must be refused), every check
 plus battery/api_fuzz_hooks.py's (the rules refuse nothing the schema admits but what depends on data), bounded in
-examples and time, against the API running as a uvicorn process on PostgreSQL + Redis. Each finding is reported
-precisely: operation, check, request, response; the test cases are counted per phase."""
+examples and time, against the API running as a uvicorn process on PostgreSQL + Redis; the webhooks are signed
+with the API's secrets so the fuzzer reaches past their signature checks. Each finding is reported precisely:
+operation, check, request, response; the requests are counted per phase and data mode. The seed is 8 unless
+API_FUZZ_SEED says otherwise; API_FUZZ_KEEP names a folder to keep schemathesis's reports in."""
 
 from __future__ import annotations
 
@@ -118,7 +120,8 @@ def run_schemathesis(ctx: Context, api_url: str, *, max_examples: int, max_time:
     reports = ctx.workdir / "schemathesis"
     command = [str(Path(sys.executable).with_name("schemathesis")), "--config-file", str(config_file(ctx.workdir)),
                "run", f"{api_url}/openapi.json", "--checks", "all", "--phases", ",".join(PHASES), "--mode", "all",
-               "--max-examples", str(max_examples), "--max-time", str(max_time), "--seed", "8", "--workers", "2",
+               "--max-examples", str(max_examples), "--max-time", str(max_time),
+               "--seed", os.environ.get("API_FUZZ_SEED", "8"), "--workers", "2",
                "--report", "json,ndjson", "--report-dir", str(reports), "--request-timeout", "30"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ctx.workdir, timeout=max_time + 300,
                           env={**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT),
