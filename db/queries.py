@@ -327,8 +327,10 @@ def open_jobs(bind: Bind, *, per_group: int = OPEN_JOBS_PER_GROUP,
     """
     j, b = t.print_jobs, t.batches
     groups = unbatched_per_group(bind) if groups is None else groups
+    waiting = select(b.c.id).where(b.c.status.in_([BatchStatus.OPEN, BatchStatus.HELD]))
+    # Driven from the few open batches through the batch_id index (a join can walk that whole index instead).
     stored = (_open_job_select().join(b, b.c.id == j.c.batch_id)
-              .where(j.c.status == JobStatus.BATCHED, b.c.status.in_([BatchStatus.OPEN, BatchStatus.HELD])))
+              .where(j.c.batch_id.is_not(None), j.c.batch_id.in_(waiting), j.c.status == JobStatus.BATCHED))
     heads = [_open_job_select().outerjoin(b, b.c.id == j.c.batch_id)
              .where(j.c.status == JobStatus.PENDING, j.c.partner_id == partner, _same(j.c.product_type, product),
                     _same(j.c.print_method, method), _same(j.c.region, region))
@@ -350,15 +352,18 @@ AT_PARTNER = (JobStatus.SUBMITTED, JobStatus.QUEUED, JobStatus.PRINTING)
 def line_load(bind: Bind) -> dict[str, dict[str, int]]:
     """Units ahead of the open batches on each partner × method line: released, submitted, queued, printing."""
     j, b = t.print_jobs, t.batches
-    released = and_(j.c.status == JobStatus.BATCHED, b.c.status == BatchStatus.RELEASED)
+    key = (j.c.partner_id, j.c.print_method)
+    # Two range scans (the partial index of jobs at partners; released batches' jobs) rather than one OR.
+    at_partner = select(*key, func.count()).where(j.c.status.in_(AT_PARTNER), j.c.partner_id.is_not(None))
+    released = (select(*key, func.count()).where(
+        j.c.batch_id.is_not(None), j.c.batch_id.in_(select(b.c.id).where(b.c.status == BatchStatus.RELEASED)),
+        j.c.status == JobStatus.BATCHED, j.c.partner_id.is_not(None)))
     with _connected(bind) as conn:
-        rows = conn.execute(select(j.c.partner_id, j.c.print_method, func.count())
-                            .outerjoin(b, b.c.id == j.c.batch_id)
-                            .where(j.c.partner_id.is_not(None), or_(j.c.status.in_(AT_PARTNER), released))
-                            .group_by(j.c.partner_id, j.c.print_method)).all()
+        rows = conn.execute(union_all(at_partner.group_by(*key), released.group_by(*key))).all()
     load: dict[str, dict[str, int]] = {}
     for partner_id, method, units in rows:
-        load.setdefault(partner_id, {})[method or ""] = int(units)
+        lines = load.setdefault(partner_id, {})
+        lines[method or ""] = lines.get(method or "", 0) + int(units)
     return load
 
 
@@ -379,9 +384,8 @@ def partner_panel(bind: Bind, *, now: datetime, start_sla: timedelta, window: ti
         partners = conn.execute(select(p.c.id, p.c.name, p.c.capacity_per_hour).order_by(p.c.id)).all()
         in_flight = conn.execute(select(j.c.partner_id, j.c.print_method, func.count())
                                  .where(j.c.status.in_(AT_PARTNER)).group_by(j.c.partner_id, j.c.print_method)).all()
-        oldest = dict(conn.execute(
-            select(j.c.partner_id, func.min(func.coalesce(j.c.submitted_at, j.c.status_changed_at)))
-            .where(j.c.status.in_(NOT_STARTED)).group_by(j.c.partner_id)).all())
+        oldest = dict(conn.execute(select(j.c.partner_id, func.min(j.c.submitted_at))
+                                   .where(j.c.status.in_(NOT_STARTED)).group_by(j.c.partner_id)).all())
         starts = {row.partner_id: row for row in conn.execute(
             start_verdicts(since=now - window, now=now, start_sla=start_sla))}
     load: dict[str, dict[str, int]] = {}

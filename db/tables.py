@@ -157,6 +157,11 @@ artworks = Table(
     Column("created_at", UtcDateTime, nullable=False),
 )
 
+# Predicates of the partial indexes the dashboard counts over.
+UNBATCHED = text("status = 'pending'")
+AT_PARTNER = text("status IN ('submitted', 'queued', 'printing')")
+OPEN_ORDER = text("status NOT IN ('delivered', 'cancelled', 'failed')")
+
 orders = Table(
     "orders", metadata,
     _id(primary_key=True),
@@ -180,6 +185,8 @@ orders = Table(
     UniqueConstraint("channel", "external_id"),
     Index(None, "status", "status_changed_at"),
     Index(None, "placed_at"),
+    # Orders still in progress, counted exactly by state for the control room (final states use the index above).
+    Index("ix_orders_open_status", "status", postgresql_where=OPEN_ORDER, sqlite_where=OPEN_ORDER),
 )
 
 order_lines = Table(
@@ -264,10 +271,15 @@ print_jobs = Table(
     Index(None, "partner_id", "partner_job_id"),
     # The partner panel's on-time window and the on-time metric read these three only (index-only on PG).
     Index(None, "submitted_at", "partner_id", "started_at"),
-    # The batch builder reads unbatched jobs a group at a time, most urgent first (and counts them per group).
-    Index("ix_print_jobs_unbatched_queue", "partner_id", "product_type", "print_method", "region", "priority",
-          "id", postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
+    # Jobs at their partners (few, recent): the partner panel's and line load's counts read only this index.
+    Index("ix_print_jobs_at_partner", "partner_id", "print_method", "submitted_at", "status",
+          postgresql_where=AT_PARTNER, sqlite_where=AT_PARTNER),
 )
+
+# The batch builder reads unbatched jobs a group at a time in queue order (and counts them per group).
+Index("ix_print_jobs_unbatched_queue", print_jobs.c.partner_id, print_jobs.c.product_type, print_jobs.c.print_method,
+      print_jobs.c.region, print_jobs.c.priority.desc(), print_jobs.c.id, postgresql_where=UNBATCHED,
+      sqlite_where=UNBATCHED)
 
 inspections = Table(
     "inspections", metadata,
