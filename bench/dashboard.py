@@ -1,6 +1,6 @@
 """Dashboard benchmark: every page's data queries, and order search, at 1,000,000 orders and 10,000,000 events.
 
-    python -m bench.dashboard [--orders 1000000] [--events-per-order 10] [--runs 30] [--keep DATABASE_URL]
+    python -m bench.dashboard [--orders 1000000] [--events-per-order 10] [--runs 30] [--keep | --reuse DATABASE_URL]
 
 A generator loads a scratch PostgreSQL database (with progress): customers through the real encrypted column
 types, then orders, lines, jobs, shipments, timeline events, rejections, queue samples and retrievals in
@@ -14,20 +14,24 @@ from __future__ import annotations
 import argparse
 import random
 import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from sqlalchemy import Engine, event, insert, text
+from sqlalchemy import Engine, create_engine, event, insert, text
+from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
 import db
-from bench.common import Spread, percentile, result_line, say, scratch_database
+from bench.common import PG_SERVER, Spread, percentile, result_line, say, scratch_database
 from core.commands import Address
 from core.settings import Settings
 from db import queries as q
 from db import tables as t
 
+DATABASE_PREFIX = "pressroom_bench_dash"
 POOL = 20_000  # distinct customers (encrypted in Python); orders cycle through them
 STATUSES = ("delivered",) * 90 + ("shipped", "label_created", "ready_to_ship", "qa", "in_production",
                                   "ready_for_production", "rendering", "accepted", "on_hold", "cancelled")
@@ -73,16 +77,23 @@ CHUNK_SQL = {
         SELECT 'lin_' || lpad(g::text, 10, '0'), 'ord_' || lpad(g::text, 10, '0'), 1, 'TEE-DTG-BLK-M', 1,
                '{"headline": "Best Dad Ever"}'::json, 'tee-front', 1, 2500, 'acme-columbus'
         FROM generate_series(:lo, :hi) g""",
+    # A job reaches its partner 30 minutes after the order (job.submitted, k = 6 below) and starts 5 minutes
+    # later (job.printed, k = 7): submitted_at / started_at are stamped as PrintJob.advance stamps them.
     "print_jobs": f"""
         INSERT INTO print_jobs (id, order_id, line_id, unit_index, status, attempt, priority, partner_id,
-                                product_type, print_method, region, created_at, status_changed_at, version)
-        SELECT 'job_' || lpad(g::text, 10, '0'), 'ord_' || lpad(g::text, 10, '0'), 'lin_' || lpad(g::text, 10, '0'),
-               0, CASE WHEN {STATUS_CASE} IN ('delivered', 'shipped', 'label_created', 'ready_to_ship')
-                       THEN 'qa_passed' WHEN {STATUS_CASE} = 'qa' THEN 'printed'
-                       WHEN {STATUS_CASE} = 'in_production' THEN 'queued' ELSE 'pending' END,
-               1, 1.0 + (g % 7), 'acme-columbus', 'tee', 'dtg', 'us-east',
-               :now - ((:total - g) * interval '3 seconds'), :now - ((:total - g) * interval '3 seconds'), 1
-        FROM generate_series(:lo, :hi) g""",
+                                product_type, print_method, region, created_at, status_changed_at, version,
+                                submitted_at, started_at)
+        SELECT id, order_id, line_id, 0, status, 1, priority, 'acme-columbus', 'tee', 'dtg', 'us-east',
+               created_at, created_at, 1,
+               CASE WHEN status <> 'pending' THEN created_at + interval '30 minutes' END,
+               CASE WHEN status IN ('printed', 'qa_passed') THEN created_at + interval '35 minutes' END
+        FROM (SELECT 'job_' || lpad(g::text, 10, '0') AS id, 'ord_' || lpad(g::text, 10, '0') AS order_id,
+                     'lin_' || lpad(g::text, 10, '0') AS line_id,
+                     CASE WHEN {STATUS_CASE} IN ('delivered', 'shipped', 'label_created', 'ready_to_ship')
+                          THEN 'qa_passed' WHEN {STATUS_CASE} = 'qa' THEN 'printed'
+                          WHEN {STATUS_CASE} = 'in_production' THEN 'queued' ELSE 'pending' END AS status,
+                     1.0 + (g % 7) AS priority, :now - ((:total - g) * interval '3 seconds') AS created_at
+              FROM generate_series(:lo, :hi) g) j""",
     "shipments": f"""
         INSERT INTO shipments (id, order_id, status, carrier_shipment_id, carrier, service, rate_cents,
                                tracking_code, created_at, status_changed_at, version)
@@ -127,6 +138,14 @@ def generate(engine: Engine, *, orders: int, events_per_order: int, now: datetim
         conn.execute(text("""INSERT INTO asset_retrievals (at, asset_id, file, ms, bytes)
             SELECT :now - g * interval '1 second', 'ast_' || g, 'print.png', 20 + (g % 150), 4000000
             FROM generate_series(1, 100000) g"""), {"now": now})
+        # The batcher's open batches: 20 of 60 jobs each, opened over the last 20 minutes.
+        conn.execute(text("""INSERT INTO batches (id, partner_id, product_type, print_method, region, status,
+                target_size, created_at, status_changed_at, version)
+            SELECT 'bat_' || g, 'acme-columbus', 'tee', 'dtg', 'us-east', 'open', 60, :now - g * interval '1 minute',
+                   :now - g * interval '1 minute', 1 FROM generate_series(1, 20) g"""), {"now": now})
+        conn.execute(text("""UPDATE print_jobs SET status = 'batched', batch_id = 'bat_' || (1 + (x.n - 1) / 60)
+            FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM print_jobs WHERE status = 'pending'
+                  ORDER BY id LIMIT 1200) x WHERE print_jobs.id = x.id"""))
         conn.execute(text("""INSERT INTO inspections (id, job_id, order_id, status, scores, reasons,
                 review_reason, created_at, status_changed_at, version)
             SELECT 'ins_' || j.id, j.id, j.order_id, 'needs_review', '{"delta_e": 3.1}'::json,
@@ -135,6 +154,37 @@ def generate(engine: Engine, *, orders: int, events_per_order: int, now: datetim
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         say("  VACUUM ANALYZE")
         conn.execute(text("VACUUM ANALYZE"))
+
+
+@contextmanager
+def _database(reuse: str | None, *, keep: bool) -> Iterator[str]:
+    """The database to measure: one given, a scratch one (dropped after), or a scratch one kept for --reuse."""
+    if reuse:
+        yield reuse
+    elif not keep:
+        with scratch_database(DATABASE_PREFIX) as url:
+            yield url
+    else:
+        yield _kept_database()
+
+
+def _kept_database() -> str:
+    """As bench.common.scratch_database (migrated, seeded), without the drop."""
+    from adapters.passwords import hash_password
+    from db.migrate import upgrade
+    from db.seed import seed
+
+    admin = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+    name = f"{DATABASE_PREFIX}_kept_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = make_url(PG_SERVER).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    engine = db.make_engine(url)
+    seed(engine, hash_password=hash_password)
+    engine.dispose()
+    return url
 
 
 # ---- the measurement ----------------------------------------------------------------------------------------
@@ -153,7 +203,7 @@ def page_queries(orders: int, now: datetime, rng: random.Random) -> list[PageQue
     some = lambda: rng.randint(1, orders)  # noqa: E731 — a fresh order for each call, as users pick them
     order_id = lambda: f"ord_{some():010d}"  # noqa: E731
     return [
-        PageQuery("control_room", "orders_per_status", q.orders_per_status),
+        PageQuery("control_room", "orders_per_status", lambda e: q.orders_per_status(e, finished_since=day)),
         PageQuery("control_room", "intake_per_minute", lambda e: q.intake_per_minute(e, now=now)),
         PageQuery("control_room", "intake_outcomes", lambda e: q.intake_outcomes(e, since=hour)),
         PageQuery("control_room", "rejection_reasons", lambda e: q.rejection_reasons(e, since=hour)),
@@ -171,7 +221,8 @@ def page_queries(orders: int, now: datetime, rng: random.Random) -> list[PageQue
         PageQuery("order_timeline", "search by e-mail",
                   lambda e: q.search_orders(e, f"bench+{rng.randrange(POOL)}@example.com"), True),
         PageQuery("order_timeline", "search by tracking", lambda e: q.search_orders(e, f"EZ{some():012d}"), True),
-        PageQuery("batch_builder", "open_jobs", q.open_jobs),
+        PageQuery("batch_builder", "unbatched_per_group", q.unbatched_per_group),
+        PageQuery("batch_builder", "open_jobs", q.open_jobs),  # counts the groups again, then reads the jobs
         PageQuery("batch_builder", "line_load", q.line_load),
         PageQuery("batch_builder", "partner_capacity", q.partner_capacity),
         PageQuery("qa_review", "review_queue", lambda e: q.review_queue(e, since=day)),
@@ -232,15 +283,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--events-per-order", type=int, default=10)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=20261127)
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the loaded database (its URL is printed) for --reuse; drop it yourself")
+    parser.add_argument("--reuse", metavar="DATABASE_URL", help="measure a database loaded with --keep, no load")
     args = parser.parse_args(argv)
-    now = datetime.now(UTC).replace(microsecond=0)
-    with scratch_database("pressroom_dash") as url:
+    with _database(args.reuse, keep=args.keep) as url:
         db.configure(Settings.from_env({"DATABASE_URL": url}))
         engine = db.make_engine(url)
-        say(f"dashboard: loading {args.orders:,} orders and {args.orders * args.events_per_order:,} events")
-        started = time.monotonic()
-        generate(engine, orders=args.orders, events_per_order=args.events_per_order, now=now)
-        say(f"  loaded in {time.monotonic() - started:.0f} s")
+        if args.reuse:
+            with engine.connect() as conn:  # the newest order was placed at the load's "now"
+                now = conn.scalar(text("SELECT max(placed_at) FROM orders"))
+            say(f"dashboard: reusing {url} loaded at {now:%Y-%m-%d %H:%M} UTC")
+        else:
+            now = datetime.now(UTC).replace(microsecond=0)
+            say(f"dashboard: loading {args.orders:,} orders and {args.orders * args.events_per_order:,} events")
+            started = time.monotonic()
+            generate(engine, orders=args.orders, events_per_order=args.events_per_order, now=now)
+            say(f"  loaded in {time.monotonic() - started:.0f} s" + (f"; kept: --reuse {url}" if args.keep else ""))
         results = measure(engine, page_queries(args.orders, now, random.Random(args.seed)), args.runs)
         engine.dispose()
     print(f"\ndashboard: {args.orders:,} orders, {args.orders * args.events_per_order:,} timeline events; "
