@@ -99,6 +99,10 @@ def test_an_email_is_schema_valid_exactly_when_core_accepts_it(value):
     assert schema_admits(EMAIL_PATTERN, value) == core_accepts
 
 
+def test_no_character_above_the_schemas_whitespace_set_is_whitespace_to_python():
+    assert not [hex(code) for code in range(0x3001, 0x110000) if chr(code).isspace()]
+
+
 @pytest.mark.parametrize("value", ["", "anything", " \t", "\x85"])
 def test_an_optional_text_field_refuses_only_nul(value):
     assert schema_admits(NO_NUL, value) and not schema_admits(NO_NUL, value + "\x00")
