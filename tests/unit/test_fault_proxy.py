@@ -214,3 +214,22 @@ def test_asked_first_counts_a_blind_retry_after_an_unknown_outcome_and_not_a_loo
     # then
     assert unknown == 2
     assert [e.seq for e in blind] == [1]
+
+
+def test_the_record_of_a_real_exchange_tells_a_blind_resend_from_asking_first(proxy, upstream):
+    # given each thing's first POST answered and then lost (the upstream committed it)
+    lookups = Lookups(effect=re.compile(r"^POST /things$"), lookup=re.compile(r"^GET /things\?id=(\w+)"),
+                      body_key=re.compile(r'"id":\s*"(\w+)"'))
+    # when one client resends "blind" at once and another asks before resending
+    for thing, ask in (("blind", False), ("careful", True)):
+        proxy.set_rules([Rule(mode=Mode.LOST_RESPONSE, next=1)])
+        with contextlib.suppress(httpx.TransportError):
+            post(proxy, thing)
+        if ask and httpx.get(f"{proxy.url}/things?id={thing}", timeout=5).status_code == 200:
+            continue
+        post(proxy, thing)
+    # then the blind one is caught, and the upstream shows why it matters: "blind" committed twice
+    unknown, blind = asked_first(proxy.exchanges(), lookups)
+    assert unknown == 2
+    assert [json.loads(e.body)["id"] for e in blind] == ["blind"]
+    assert upstream.commits == ["blind", "blind", "careful"]
