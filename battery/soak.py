@@ -164,7 +164,9 @@ def _common_figures(run: Run, accepted: list[str], counts: Counter, finished_at:
     for rec in recs:
         figures.append(Figure(
             test=name, figure=f"{rec.effect}: expected {rec.expected:,}, seen {rec.seen:,}; lost {rec.lost:,}, "
-                              f"duplicated {rec.duplicated:,}, unexpected {rec.unexpected:,}",
+                              f"duplicated {rec.duplicated:,}, unexpected {rec.unexpected:,}"
+                              + (f"; {rec.doubtful:,} left sending/unknown for support ({rec.doubtful_delivered:,} "
+                                 "of them did arrive)" if rec.doubtful else ""),
             pass_figure="0 lost, 0 duplicated, 0 unexpected",
             passed=rec.lost == 0 and rec.duplicated == 0 and rec.unexpected == 0))
     if latencies:
