@@ -51,6 +51,7 @@ CARRIER_LOOKUPS = Lookups(effect=re.compile(BUY), lookup=re.compile(r"^GET /v2/s
 PARTNER_LOOKUPS = Lookups(effect=re.compile(SUBMIT),
                           lookup=re.compile(r"^GET /partners/[\w-]+/v1/jobs\?external_id=(\w+)"),
                           body_key=re.compile(r'"external_id":\s*"(\w+)"'))
+BACKGROUND = 0.03  # on top of the next-N faults, any call: this much resets and lost answers, a quarter blackholes
 MODES = (Mode.RESET, Mode.BLACKHOLE, Mode.LOST_RESPONSE, Mode.LATENCY)
 
 
@@ -71,15 +72,14 @@ def fault_proxy(ctx: Context) -> list[Figure]:
     label, each job one partner job, 0 lost; 0 blind retries after an unknown outcome."""
     name = "fault-proxy"
     labels, jobs, next_n = ctx.pick(16, 200), ctx.pick(12, 120), ctx.pick(2, 8)
-    background = ctx.pick(0.03, 0.03)
     with ExitStack() as stack:
         carrier = stack.enter_context(BackgroundServer(CarrierSimConfig(webhook_url=None, seed=8)))
         sink = stack.enter_context(SmtpSink())
         partner_url = stack.enter_context(serve_sim())
         carrier_proxy = stack.enter_context(FaultProxy(carrier.url, seed=11, blackhole_hold_s=30))
         partner_proxy = stack.enter_context(FaultProxy(partner_url, seed=12, blackhole_hold_s=30))
-        carrier_proxy.set_rules(rules(BUY, next_n=next_n, background=background))
-        partner_proxy.set_rules(rules(SUBMIT, next_n=next_n, background=background))
+        carrier_proxy.set_rules(rules(BUY, next_n=next_n, background=BACKGROUND))
+        partner_proxy.set_rules(rules(SUBMIT, next_n=next_n, background=BACKGROUND))
         logs = ctx.workdir / "logs"
         logs.mkdir(exist_ok=True)
         env = {**os.environ, **TEST_KEYS, "DATABASE_URL": ctx.pg_url, "REDIS_URL": ctx.redis_url,
