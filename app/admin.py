@@ -143,8 +143,8 @@ def save_template(key: str, text: str, based_on: int, note: str) -> bool:
         return a.save_template_version(key, a.parse_spec(text), based_on=based_on, note=note, uow=uow, actor=actor,
                                        at=at)
     return actions.act(a.SAVE_TEMPLATE, work,
-                        lambda version: f"Template {key} version {version} saved: new orders use it; existing "
-                                        "orders keep the version they were placed with.")
+                        lambda version: f"Template {key} version {version} saved: new orders use it "
+                                        "within 5 s; existing orders keep the version they were placed with.")
 
 
 def add_word(word: str) -> bool:

@@ -16,6 +16,7 @@ from core.flags import FeatureFlag, FlagScope
 from core.states import Role
 from db import tables as t
 from db.queries import _connected
+from db.repositories import catalogue_changed
 
 Bind = Engine | Connection
 PARTNER_FIELDS = ("id", "name", "region", "country", "city", "lat", "lon", "print_methods", "capacity_per_hour",
@@ -53,9 +54,11 @@ class ProhibitedWordRepository:
 
     def add(self, word: str, *, by: str, at: datetime) -> None:
         self.session.execute(insert(t.prohibited_words).values(word=word, added_by=by, added_at=at))
+        catalogue_changed(self.session)
 
     def remove(self, word: str) -> bool:
         w = t.prohibited_words
+        catalogue_changed(self.session)
         return self.session.execute(delete(w).where(w.c.word == word)).rowcount == 1
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from db import tables as t
+from db.repositories import catalogue_changed
 
 
 class AuditRepository:
@@ -45,3 +46,4 @@ class SettingsRepository:
                                        .values(value=value, updated_at=at, updated_by=by)).rowcount
         if not changed:
             self.session.execute(insert(s).values(key=key, value=value, updated_at=at, updated_by=by))
+        catalogue_changed(self.session)  # the pricing row is read through checkout's cached catalogue

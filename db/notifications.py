@@ -43,6 +43,15 @@ class NotificationRepository:
         return insert_ignoring_duplicates(self.session, t.notifications, [row], "order_id", "milestone",
                                           "channel") == 1
 
+    def insert_queued(self, rows: list[dict[str, Any]], *, at: datetime) -> None:
+        """Reserve several `queued` rows in one statement (a milestone's channels); existing ones are kept.
+
+        Each row gives id, order_id, milestone and channel.
+        """
+        queued = [{**row, "status": str(NotificationStatus.QUEUED), "attempts": 0, "subject": None, "preview": None,
+                   "created_at": at, "sent_at": None} for row in rows]
+        insert_ignoring_duplicates(self.session, t.notifications, queued, "order_id", "milestone", "channel")
+
     def claim(self, notification_id: str, *, at: datetime, subject: str, preview: str, max_attempts: int) -> bool:
         """Move a queued or failed row to `sending` (one more attempt); False when another worker has it,
         it already went out, or its attempts are used up."""

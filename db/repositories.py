@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, event, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.catalogue import ArtworkInfo, TemplateSpec, Variant
+from core.errors import Conflict
 from core.events import DomainEvent
 from core.model import Batch, Customer, Inspection, Order, PrintJob, Shipment
 from core.production import PartnerView
@@ -57,6 +63,15 @@ class OrderRepository:
     def by_external(self, channel: str, external_id: str) -> Order | None:
         return self.session.scalars(select(Order).where(
             t.orders.c.channel == channel, t.orders.c.external_id == external_id)).first()
+
+    def summary_by_external(self, channel: str, external_id: str) -> dict[str, Any] | None:
+        """id, number, status, total_cents and currency of the channel's order `external_id`, without loading the
+        aggregate (checkout asks this of every order, and almost always gets None)."""
+        o = t.orders
+        row = self.session.execute(select(o.c.id, o.c.number, o.c.status, o.c.total_cents, o.c.currency)
+                                   .where(o.c.channel == channel, o.c.external_id == external_id)).first()
+        return None if row is None else {"id": row.id, "number": row.number, "status": str(row.status),
+                                         "total_cents": row.total_cents, "currency": row.currency}
 
     def stuck(self, cutoffs: Mapping[OrderStatus, datetime], *, limit: int) -> list[Order]:
         """Orders whose status (or last re-drive) is older than that status's cutoff."""
@@ -124,13 +139,71 @@ class CustomerRepository:
                                     .order_by(t.customers.c.created_at)).first()
 
 
+CATALOGUE_TTL_S = 5.0  # how long a process keeps its copy of the catalogue; admin edits reach intake within it
+
+
+@dataclass(frozen=True, slots=True)
+class _CatalogueCopy:
+    """What checkout reads on every order and staff change rarely: active variants with their current template
+    version, the prohibited words, the pricing settings row."""
+
+    loaded_at: float
+    variants: dict[str, Variant]
+    prohibited_words: tuple[str, ...]
+    pricing: dict[str, Any]
+
+
+_catalogues: weakref.WeakKeyDictionary[Any, _CatalogueCopy] = weakref.WeakKeyDictionary()
+_artworks: weakref.WeakKeyDictionary[Any, OrderedDict[str, ArtworkInfo]] = weakref.WeakKeyDictionary()
+_ARTWORKS_KEPT = 10_000
+_cache_lock = threading.Lock()
+
+
+def clear_catalogue_cache() -> None:
+    """Forget this process's copies of the catalogue: the next read loads it from the database.
+
+    Staff edits made through the repositories call this themselves (at once and after their commit); a test or
+    tool that changes variants, templates, words or pricing with plain SQL calls it before reading again.
+    """
+    with _cache_lock:
+        _catalogues.clear()
+
+
+def catalogue_changed(session: Session) -> None:
+    """A staff edit to the catalogue is in this transaction: drop the cached copy now and once it commits, so
+    this process's next checkout sees it (other processes see it within CATALOGUE_TTL_S)."""
+    clear_catalogue_cache()
+    if not event.contains(session, "after_commit", _cleared_after_commit):
+        event.listen(session, "after_commit", _cleared_after_commit)
+
+
+def _cleared_after_commit(_session) -> None:
+    clear_catalogue_cache()
+
+
 class CatalogueReader:
-    """Variants with their current template version, prohibited words and pricing rules."""
+    """Variants with their current template version, prohibited words and pricing rules.
+
+    Read through a per-process copy, reloaded when older than CATALOGUE_TTL_S: checkout reads all three on every
+    order and they change only when staff edit them (rarely), so a checkout does no round trip for them.
+    """
 
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def variants(self, skus: Iterable[str]) -> dict[str, Variant]:
+    def _copy(self) -> _CatalogueCopy:
+        bind = self.session.get_bind()
+        now = time.monotonic()
+        copy = _catalogues.get(bind)
+        if copy is None or now - copy.loaded_at > CATALOGUE_TTL_S:
+            copy = _CatalogueCopy(loaded_at=now, variants=self._load_variants(), pricing=self._load_pricing(),
+                                  prohibited_words=tuple(self.session.scalars(
+                                      select(t.prohibited_words.c.word).order_by(t.prohibited_words.c.word))))
+            with _cache_lock:
+                _catalogues[bind] = copy
+        return copy
+
+    def _load_variants(self) -> dict[str, Variant]:
         v, p, tpl, tv = t.variants, t.products, t.templates, t.template_versions
         rows = self.session.execute(
             select(v.c.sku, v.c.price_cents, p.c.id, p.c.product_type, p.c.print_method, tv.c.template_key,
@@ -138,11 +211,20 @@ class CatalogueReader:
             .join(p, p.c.id == v.c.product_id)
             .join(tpl, tpl.c.key == p.c.template_key)
             .join(tv, and_(tv.c.template_key == tpl.c.key, tv.c.version == tpl.c.current_version))
-            .where(v.c.sku.in_(list(skus)), v.c.active, p.c.active))
+            .where(v.c.active, p.c.active))
         return {r.sku: Variant(sku=r.sku, product_id=r.id, product_type=r.product_type,
                                print_method=r.print_method, price_cents=r.price_cents,
                                template=TemplateSpec.from_spec(r.template_key, r.version, r.spec))
                 for r in rows}
+
+    def _load_pricing(self) -> dict[str, Any]:
+        value = self.session.scalar(select(t.settings.c.value).where(t.settings.c.key == "pricing"))
+        return value or {"express_surcharge_cents": 0, "currency": "USD"}
+
+    def variants(self, skus: Iterable[str]) -> dict[str, Variant]:
+        """The active variants among `skus` (an unknown or inactive SKU is simply absent)."""
+        every = self._copy().variants
+        return {sku: every[sku] for sku in skus if sku in every}
 
     def max_artwork_pixels(self) -> int:
         """The largest upload any product accepts (for uploads that don't say which product)."""
@@ -152,11 +234,10 @@ class CatalogueReader:
         return max((TemplateSpec.from_spec("", 0, spec).max_artwork_pixels for spec in specs), default=0)
 
     def prohibited_words(self) -> tuple[str, ...]:
-        return tuple(self.session.scalars(select(t.prohibited_words.c.word).order_by(t.prohibited_words.c.word)))
+        return self._copy().prohibited_words
 
     def _pricing(self) -> dict[str, Any]:
-        value = self.session.scalar(select(t.settings.c.value).where(t.settings.c.key == "pricing"))
-        return value or {"express_surcharge_cents": 0, "currency": "USD"}
+        return self._copy().pricing
 
     def shipping_surcharge(self, speed: ShippingSpeed) -> int:
         return int(self._pricing()["express_surcharge_cents"]) if speed == ShippingSpeed.EXPRESS else 0
@@ -180,9 +261,25 @@ class ArtworkRepository:
         return None if row is None else (row.storage_key, row.sha256)
 
     def infos(self, ids: Iterable[str]) -> dict[str, ArtworkInfo]:
-        a = t.artworks
-        rows = self.session.execute(select(a.c.id, a.c.width, a.c.height, a.c.sha256).where(a.c.id.in_(list(ids))))
-        return {r.id: ArtworkInfo(id=r.id, width=r.width, height=r.height, sha256=r.sha256) for r in rows}
+        """Size and hash of uploaded artworks (absent when unknown). An artwork row never changes once stored,
+        so the ones found are remembered per process and a repeat checkout of a design reads nothing."""
+        wanted = list(dict.fromkeys(ids))
+        bind = self.session.get_bind()
+        with _cache_lock:
+            known = _artworks.setdefault(bind, OrderedDict())
+            found = {i: known[i] for i in wanted if i in known}
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            a = t.artworks
+            rows = self.session.execute(select(a.c.id, a.c.width, a.c.height, a.c.sha256)
+                                        .where(a.c.id.in_(missing)))
+            loaded = {r.id: ArtworkInfo(id=r.id, width=r.width, height=r.height, sha256=r.sha256) for r in rows}
+            found.update(loaded)
+            with _cache_lock:
+                known.update(loaded)
+                while len(known) > _ARTWORKS_KEPT:
+                    known.popitem(last=False)
+        return found
 
 
 class StockRepository:
@@ -201,28 +298,62 @@ class StockRepository:
                                     .where(s.c.sku.in_(list(skus)), p.c.active).group_by(s.c.sku))
         return {sku: int(free or 0) for sku, free in rows}
 
-    def reserve(self, *, sku: str, quantity: int, order_id: str, line_id: str, at: datetime) -> str | None:
-        """Reserve at the active partner with the most free stock; None when nobody has enough.
+    def offers(self, skus: Iterable[str]) -> dict[str, list[tuple[str, int]]]:
+        """Per SKU, the active partners stocking it with their free units, most free first (ties by partner id):
+        one read that gives checkout both what it may sell and where it will try to reserve."""
+        s, p = t.partner_stock, t.partners
+        rows = self.session.execute(select(s.c.sku, s.c.partner_id, self._free().label("free"))
+                                    .join(p, p.c.id == s.c.partner_id)
+                                    .where(s.c.sku.in_(list(skus)), p.c.active)
+                                    .order_by(s.c.sku, self._free().desc(), s.c.partner_id))
+        found: dict[str, list[tuple[str, int]]] = {}
+        for sku, partner_id, free in rows:
+            found.setdefault(sku, []).append((partner_id, int(free or 0)))
+        return found
 
-        The UPDATE re-checks `on_hand - reserved >= quantity` under the row lock it takes (PostgreSQL
-        re-evaluates it after waiting for a concurrent checkout), so two checkouts never share a unit.
+    def reserve_lines(self, lines: list[tuple[str, str, int]], *, order_id: str, at: datetime,
+                      prefer: Mapping[str, list[str]] | None = None) -> dict[str, str | None]:
+        """Reserve each (line id, SKU, quantity) at an active partner; per line the partner, or None when nobody
+        has enough.
+
+        Each reservation is one conditional UPDATE: it re-checks `on_hand - reserved >= quantity` under the row
+        lock it takes (PostgreSQL re-evaluates it after waiting for a concurrent checkout), so two checkouts never
+        share a unit. The partners in `prefer` (most free first, as `offers` read them) are tried first; when they
+        ran out meanwhile, the active partners with the most free stock now. Lines are taken in SKU order so two
+        checkouts lock the same rows in the same order; the reservation rows go in one INSERT.
         """
         s, p = t.partner_stock, t.partners
-        candidates = self.session.scalars(
-            select(s.c.partner_id).join(p, p.c.id == s.c.partner_id)
-            .where(s.c.sku == sku, p.c.active, self._free() >= quantity)
-            .order_by(self._free().desc(), s.c.partner_id)).all()
-        for partner_id in candidates:
-            taken = self.session.execute(
-                update(s).where(s.c.partner_id == partner_id, s.c.sku == sku, self._free() >= quantity)
-                .values(reserved=s.c.reserved + quantity)).rowcount
-            if taken == 1:
-                self.session.execute(insert(t.stock_reservations).values(
-                    id="res_" + line_id.split("_", 1)[-1], order_id=order_id, line_id=line_id,
-                    partner_id=partner_id, sku=sku, quantity=quantity, state="held", created_at=at))
-                return partner_id
-        return None
+        taken: dict[str, str | None] = {}
+        for line_id, sku, quantity in sorted(lines, key=lambda line: (line[1], line[0])):
+            tried = set()
+            taken[line_id] = None
+            for partner_id in (prefer or {}).get(sku, []):
+                tried.add(partner_id)
+                if self._take(partner_id, sku, quantity):
+                    taken[line_id] = partner_id
+                    break
+            if taken[line_id] is not None:
+                continue
+            candidates = self.session.scalars(
+                select(s.c.partner_id).join(p, p.c.id == s.c.partner_id)
+                .where(s.c.sku == sku, p.c.active, self._free() >= quantity)
+                .order_by(self._free().desc(), s.c.partner_id)).all()
+            for partner_id in candidates:
+                if partner_id not in tried and self._take(partner_id, sku, quantity):
+                    taken[line_id] = partner_id
+                    break
+        rows = [{"id": "res_" + line_id.split("_", 1)[-1], "order_id": order_id, "line_id": line_id,
+                 "partner_id": taken[line_id], "sku": sku, "quantity": quantity, "state": "held", "created_at": at}
+                for line_id, sku, quantity in lines if taken[line_id] is not None]
+        if rows:
+            self.session.execute(insert(t.stock_reservations), rows)
+        return taken
 
+    def _take(self, partner_id: str, sku: str, quantity: int) -> bool:
+        s = t.partner_stock
+        return self.session.execute(
+            update(s).where(s.c.partner_id == partner_id, s.c.sku == sku, self._free() >= quantity)
+            .values(reserved=s.c.reserved + quantity)).rowcount == 1
 
     def sync(self, partner_id: str, on_hand: Mapping[str, int], *, at: datetime) -> None:
         """Take the partner's count of blanks as truth for on-hand; our reservations stay as they are."""
@@ -280,8 +411,15 @@ class IdempotencyRepository:
         return None if row is None else (row.request_hash, row.response)
 
     def put(self, key: str, request_hash: str, response: dict[str, Any], at: datetime) -> None:
-        self.session.execute(insert(t.idempotency_keys).values(key=key, request_hash=request_hash,
-                                                               response=response, created_at=at))
+        """Remember the response for `key`.
+
+        Raises:
+            Conflict: a concurrent request with the same key stored its response first (this transaction stays
+                usable; the caller rolls it back and answers with the first one).
+        """
+        row = {"key": key, "request_hash": request_hash, "response": response, "created_at": at}
+        if insert_ignoring_duplicates(self.session, t.idempotency_keys, [row], "key") != 1:
+            raise Conflict("This Idempotency-Key was stored by a concurrent request.")
 
 
 class RejectionRepository:
@@ -318,9 +456,15 @@ class InboxRepository:
         """Record a verified delivery; returns its inbox id, or None when (source, event id) was seen before."""
         row = {"source": source, "event_id": event_id, "topic": topic, "body": body, "received_at": at,
                "status": "received"}
-        if insert_ignoring_duplicates(self.session, t.webhook_inbox, [row], "source", "event_id") != 1:
-            return None
         w = t.webhook_inbox
+        if self.session.get_bind().dialect.name == "postgresql":  # one round trip: the new row's id, or nothing
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return self.session.scalar(pg_insert(w).values(**row)
+                                       .on_conflict_do_nothing(index_elements=["source", "event_id"])
+                                       .returning(w.c.id))
+        if insert_ignoring_duplicates(self.session, w, [row], "source", "event_id") != 1:
+            return None
         return self.session.scalar(select(w.c.id).where(w.c.source == source, w.c.event_id == event_id))
 
     def get(self, inbox_id: int, *, lock: bool = False) -> dict[str, Any] | None:
@@ -511,6 +655,7 @@ def add_template_version(session: Session, *, key: str, spec: dict[str, Any], au
     session.execute(insert(t.template_versions).values(template_key=key, version=version, spec=spec,
                                                        created_at=at, created_by=author, note=note))
     session.execute(update(t.templates).where(t.templates.c.key == key).values(current_version=version))
+    catalogue_changed(session)
     return version
 
 

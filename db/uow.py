@@ -15,7 +15,12 @@ from core.model import Aggregate
 from core.ports import MessageBus
 from db import repositories as r
 from db import tables as t
-from db.admin import FeatureFlagRepository, PartnerSettingsRepository, ProhibitedWordRepository, StaffRepository
+from db.admin import (
+    FeatureFlagRepository,
+    PartnerSettingsRepository,
+    ProhibitedWordRepository,
+    StaffRepository,
+)
 from db.audit import AuditRepository, SettingsRepository
 from db.monitoring import MonitorReader
 from db.notifications import NotificationRepository
@@ -92,15 +97,7 @@ class SqlUnitOfWork:
             Conflict: a unique key or an aggregate's version was taken by a concurrent writer.
         """
         try:
-            self.session.flush()
-            events = list(self.timeline.pending)
-            self.timeline.pending.clear()
-            for obj in self._seen:
-                if obj.events:
-                    events.extend(obj.events)
-                    obj.events.clear()
-            r.insert_ignoring_duplicates(self.session, t.order_events, [r.event_row(e) for e in events],
-                                         "dedupe_key")
+            self._write_pending()
             self.session.commit()
         except (IntegrityError, StaleDataError) as error:
             self.session.rollback()
@@ -115,6 +112,29 @@ class SqlUnitOfWork:
             except Exception:  # the commit stands; the reconciler re-drives what this message would have
                 log.exception("could not send %s %s; the reconciler will re-drive it",
                               type(command).__name__, command.kwargs())
+
+    def flush(self) -> None:
+        """Write what is pending (rows and the timeline) without committing: a service that takes a contended
+        row lock writes everything else first, so it holds that lock only until the commit.
+
+        Raises:
+            Conflict: as `commit` (the transaction is rolled back).
+        """
+        try:
+            self._write_pending()
+        except (IntegrityError, StaleDataError) as error:
+            self.session.rollback()
+            raise Conflict(f"Concurrent update: {type(error).__name__}") from error
+
+    def _write_pending(self) -> None:
+        self.session.flush()
+        events = list(self.timeline.pending)
+        self.timeline.pending.clear()
+        for obj in self._seen:
+            if obj.events:
+                events.extend(obj.events)
+                obj.events.clear()
+        r.insert_ignoring_duplicates(self.session, t.order_events, [r.event_row(e) for e in events], "dedupe_key")
 
     def rollback(self) -> None:
         self.session.rollback()

@@ -19,7 +19,8 @@ def add_word() -> None:
 
 with words_tab:
     st.caption("Checkout refuses custom text containing a listed word, however it is disguised (case, accents, "
-               "look-alike letters, spacing). A change applies to the next checkout.")
+               "look-alike letters, spacing). A change applies to checkouts within 5 seconds (the API keeps a "
+               "copy of the list for that long).")
     words = admin.prohibited_words()
     add, remove = st.columns(2)
     with add:

@@ -9,7 +9,8 @@ PAGE = "admin_templates"
 auth.require(PAGE)
 st.title("Admin · templates")
 st.caption("A template places the artwork and the customer's text on the print file. Saving makes a new version "
-           "current for new orders; orders already placed keep the version they were priced and checked with.")
+           "current for new orders (within 5 seconds: the API keeps a copy of the catalogue for that long); orders "
+           "already placed keep the version they were priced and checked with.")
 
 found = admin.templates()
 by_key = {t["key"]: t for t in found}

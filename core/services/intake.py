@@ -63,12 +63,13 @@ def place_order(cmd: PlaceOrder, *, uow, payments: Payments, ids: Ids, now: date
         if replay is not None:
             return replay
         skus = sorted({line.sku for line in cmd.lines})
-        variants = uow.catalogue.variants(skus)
+        variants = uow.catalogue.variants(skus)  # catalogue and artworks: per-process copies, no round trip
+        offers = uow.stock.offers(skus)
         problems = validate_order(
             cmd, variants=variants,
             artworks=uow.artworks.infos([line.artwork_id for line in cmd.lines if line.artwork_id]),
-            available=uow.stock.available(skus), prohibited=_prohibited(uow.catalogue.prohibited_words()),
-            max_quantity=max_quantity)
+            available={sku: max(free for _, free in found) for sku, found in offers.items()},
+            prohibited=_prohibited(uow.catalogue.prohibited_words()), max_quantity=max_quantity)
         if not problems:
             total = sum(variants[line.sku].price_cents * line.quantity for line in cmd.lines)
             total += uow.catalogue.shipping_surcharge(cmd.shipping_speed)
@@ -82,6 +83,7 @@ def place_order(cmd: PlaceOrder, *, uow, payments: Payments, ids: Ids, now: date
     try:
         placed = _record(cmd, uow=uow, ids=ids, variants=variants, total=total, currency=currency,
                          authorization=authorization, now=now, source=source,
+                         prefer={sku: [partner for partner, _ in found] for sku, found in offers.items()},
                          idempotency_key=idempotency_key, request_hash=request_hash)
     except OutOfStock as refused:
         payments.void(authorization)
@@ -109,9 +111,9 @@ def _replay(uow, cmd: PlaceOrder, idempotency_key: str | None, request_hash: str
             if first_hash != request_hash:
                 raise IdempotencyConflict("This Idempotency-Key was already used for a different order.")
             return IntakeResult(order=response, created=False)
-    existing = uow.orders.by_external(str(cmd.channel), cmd.external_id)
+    existing = uow.orders.summary_by_external(str(cmd.channel), cmd.external_id)
     if existing is not None:
-        return IntakeResult(order=_summary(existing), created=False)
+        return IntakeResult(order=PlacedOrder(**existing), created=False)
     return None
 
 
@@ -121,25 +123,18 @@ def _summary(order: Order) -> PlacedOrder:
 
 
 def _record(cmd: PlaceOrder, *, uow, ids: Ids, variants, total: int, currency: str, authorization: str,
-            now: datetime, source: str, idempotency_key: str | None, request_hash: str | None) -> PlacedOrder:
+            now: datetime, source: str, idempotency_key: str | None, request_hash: str | None,
+            prefer: dict[str, list[str]]) -> PlacedOrder:
+    """Write the order in one transaction. The stock reservation comes last: the partner_stock row of a popular
+    SKU is locked from its UPDATE to the commit, so every other row is written before it is taken."""
     order_id = ids.new("ord")
     with uow:
-        lines = []
-        shortages = []
-        for i, req in enumerate(cmd.lines):
-            line_id = ids.new("line")
-            partner = uow.stock.reserve(sku=req.sku, quantity=req.quantity, order_id=order_id, line_id=line_id,
-                                        at=now)
-            if partner is None:
-                shortages.append(Problem(field=f"lines[{i}].sku", code="out_of_stock",
-                                         message="Sorry, this product just sold out."))
-            variant = variants[req.sku]
-            lines.append(OrderLine(id=line_id, line_no=i + 1, sku=req.sku, quantity=req.quantity,
-                                   artwork_id=req.artwork_id, texts=req.texts, template_key=variant.template.key,
-                                   template_version=variant.template.version,
-                                   unit_price_cents=variant.price_cents, partner_id=partner))
-        if shortages:
-            raise OutOfStock(shortages)
+        lines = [OrderLine(id=ids.new("line"), line_no=i + 1, sku=req.sku, quantity=req.quantity,
+                           artwork_id=req.artwork_id, texts=req.texts, template_key=variants[req.sku].template.key,
+                           template_version=variants[req.sku].template.version,
+                           unit_price_cents=variants[req.sku].price_cents,
+                           partner_id=(prefer.get(req.sku) or [None])[0])  # where it will most likely be reserved
+                 for i, req in enumerate(cmd.lines)]
         customer = uow.customers.by_email(cmd.customer.email)
         if customer is None:
             customer = Customer(id=ids.new("cus"), name=cmd.customer.name, email=cmd.customer.email.strip(),
@@ -154,11 +149,21 @@ def _record(cmd: PlaceOrder, *, uow, ids: Ids, variants, total: int, currency: s
             for unit in range(line.quantity):
                 uow.jobs.add(PrintJob(id=ids.new("job"), order_id=order_id, line_id=line.id,
                                       unit_index=unit + 1, created_at=now))
+        uow.flush()
         placed = _summary(order)
         if idempotency_key:
             uow.idempotency.put(idempotency_key, request_hash or "", placed.as_response(), now)
-        uow.defer(RenderAsset(order_id=order_id))
         notify_milestone(order_id, Milestone.RECEIVED, uow=uow)
+        uow.defer(RenderAsset(order_id=order_id))
+        taken = uow.stock.reserve_lines([(line.id, line.sku, line.quantity) for line in lines], order_id=order_id,
+                                        at=now, prefer=prefer)
+        shortages = [Problem(field=f"lines[{i}].sku", code="out_of_stock", message="Sorry, this product just sold out.")
+                     for i, line in enumerate(lines) if taken[line.id] is None]
+        if shortages:
+            raise OutOfStock(shortages)
+        for line in lines:
+            if line.partner_id != taken[line.id]:  # the likely partner ran out meanwhile: another one has it
+                line.partner_id = taken[line.id]
         uow.commit()
     return placed
 

@@ -55,11 +55,11 @@ def notify_milestone(order_id: str, milestone: Milestone, *, uow) -> None:
     is re-sent by the reconciler (`core.services.reconcile`); a row that exists already is left as it is.
     """
     order = uow.orders.get(order_id)
+    if order is not None:
+        uow.notifications.insert_queued([{"id": notification_id(order_id, str(milestone), channel),
+                                          "order_id": order_id, "milestone": str(milestone), "channel": str(channel)}
+                                         for channel in Channel], at=order.status_changed_at)
     for channel in Channel:
-        if order is not None:
-            uow.notifications.insert(id=notification_id(order_id, str(milestone), channel), order_id=order_id,
-                                     milestone=str(milestone), channel=channel, status=S.QUEUED,
-                                     at=order.status_changed_at)
         uow.defer(SendNotification(order_id=order_id, milestone=str(milestone), channel=str(channel)))
 
 
