@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import redis
@@ -348,7 +348,8 @@ def partner_outage(ctx: Context) -> list[Figure]:
 
 
 def _waiting_at_gate(engine) -> int:
-    frame = q.orders_per_status(engine)  # the control room's "Orders by state"
+    # the control room's "Orders by state" (ready_for_production is an open state: counted whole, whatever the window)
+    frame = q.orders_per_status(engine, finished_since=datetime.now(UTC))
     return int(frame.loc[frame["status"] == str(OrderStatus.READY_FOR_PRODUCTION), "orders"].sum())
 
 
