@@ -8,7 +8,19 @@ from enum import StrEnum
 from typing import Any, Iterator
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, and_, case, func, or_, select, union, union_all
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    and_,
+    case,
+    func,
+    or_,
+    select,
+    type_coerce,
+    union,
+    union_all,
+)
 
 from core.states import BatchStatus, Channel, InspectionStatus, JobStatus, OrderStatus
 from db import tables as t
@@ -303,9 +315,12 @@ def unbatched_per_group(bind: Bind) -> GroupCounts:
 
 def _open_job_select():
     j, o, b = t.print_jobs, t.orders, t.batches
+    # Stored words read as plain strings: the page's callers want builtins, and a thousand rows of enum
+    # round trips are a measurable share of this read.
     return (select(j.c.id, j.c.order_id, j.c.partner_id, j.c.product_type, j.c.print_method, j.c.region,
-                   j.c.priority, j.c.attempt, o.c.shipping_speed, o.c.total_cents.label("order_value_cents"),
-                   o.c.placed_at, j.c.batch_id, b.c.status.label("batch_status"),
+                   j.c.priority, j.c.attempt, type_coerce(o.c.shipping_speed, String).label("shipping_speed"),
+                   o.c.total_cents.label("order_value_cents"),
+                   o.c.placed_at, j.c.batch_id, type_coerce(b.c.status, String).label("batch_status"),
                    b.c.created_at.label("batch_created_at"), b.c.target_size.label("batch_target"),
                    o.c.number.label("order_number"), j.c.unit_index, j.c.created_at)
             .join(o, o.c.id == j.c.order_id))
@@ -341,9 +356,15 @@ def open_jobs(bind: Bind, *, per_group: int = OPEN_JOBS_PER_GROUP,
         if heads:
             rows += conn.execute(union_all(*(select(head) for head in heads))).all()
     rows.sort(key=lambda row: (row.created_at, row.id))
-    return [{key: value for key, value in _plain(row._asdict()).items() if key != "created_at"}
-            | {"product_type": row.product_type or "", "print_method": row.print_method or "",
-               "region": row.region or ""} for row in rows]
+    jobs = []
+    fields = rows[0]._fields if rows else ()
+    for row in rows:
+        job = dict(zip(fields, row, strict=True))
+        del job["created_at"]
+        job["product_type"], job["print_method"], job["region"] = (row.product_type or "", row.print_method or "",
+                                                                   row.region or "")
+        jobs.append(job)
+    return jobs
 
 
 AT_PARTNER = (JobStatus.SUBMITTED, JobStatus.QUEUED, JobStatus.PRINTING)
