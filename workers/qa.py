@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Generic, TypeVar
 
 import dramatiq
@@ -25,6 +25,7 @@ class Lru(MutableMapping[K, V], Generic[K, V]):
         self.size = size
         self._items: OrderedDict[K, V] = OrderedDict()
         self._lock = threading.Lock()
+        self._making: dict[K, threading.Lock] = {}
 
     def __getitem__(self, key: K) -> V:
         with self._lock:
@@ -48,6 +49,23 @@ class Lru(MutableMapping[K, V], Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def get_or_make(self, key: K, make: Callable[[], V]) -> V:
+        """The value under `key`, else `make()` once: threads asking for the same key meanwhile wait for it
+        (ten prints of a new design reaching QA together prepared its print file ten times)."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            making = self._making.setdefault(key, threading.Lock())
+        with making:
+            found = self.get(key)
+            if found is None:
+                found = make()
+                self[key] = found
+        with self._lock:
+            self._making.pop(key, None)
+        return found
 
 
 REFERENCES: Lru[str, PreparedReference] = Lru(16)

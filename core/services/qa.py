@@ -6,7 +6,7 @@ import io
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, MutableMapping
+from typing import Callable, Protocol
 
 import numpy as np
 from PIL import Image
@@ -31,6 +31,13 @@ HUMAN_REVIEW_FLAG = "qa.human_review"
 """Feature flag: an automatically passed print also goes to an inspector (per partner or template, by job)."""
 
 
+class PreparedReferences(Protocol):
+    """Prepared print files kept between inspections (the QA worker's: `workers.qa.Lru`)."""
+
+    def get_or_make(self, key: str, make: Callable[[], PreparedReference]) -> PreparedReference:
+        """The one kept under `key`, else `make()` once — concurrent callers of one key wait for it — kept."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QaRules:
     """What the QA stage decides with; stored by managers (core.services.admin.load_qa_rules reads them)."""
@@ -44,7 +51,7 @@ class QaRules:
 
 def inspect_job(job_id: str, *, uow, store: ObjectStore, fetch_photo: Callable[[str, str], bytes],
                 new_id: Callable[[str], str], now: Callable[[], datetime], rules: QaRules,
-                references: MutableMapping[str, PreparedReference] | None = None) -> str:
+                references: PreparedReferences | None = None) -> str:
     """Inspect a printed job once: store the photo, heat-map and aligned photo, then decide.
 
     Safe to run twice: a job that already has an inspection, or is no longer `printed`, is left alone.
@@ -265,14 +272,13 @@ def _ask_a_human(job_id: str, *, uow, now, new_id, note: str) -> str:
 
 
 def _prepared(asset: dict, substrate: tuple[int, int, int], *, store: ObjectStore,
-              references: MutableMapping[str, PreparedReference] | None) -> PreparedReference:
-    key = f"{asset['sha256']}:{substrate}"
-    found = references.get(key) if references is not None else None
-    if found is None:
-        found = prepare_reference(_decode(store.get(asset["print_file_key"]), keep_alpha=True), substrate=substrate)
-        if references is not None:
-            references[key] = found
-    return found
+              references: PreparedReferences | None) -> PreparedReference:
+    def make() -> PreparedReference:
+        return prepare_reference(_decode(store.get(asset["print_file_key"]), keep_alpha=True), substrate=substrate)
+
+    if references is None:
+        return make()
+    return references.get_or_make(f"{asset['sha256']}:{substrate}", make)
 
 
 def _decode(data: bytes, *, keep_alpha: bool = False) -> np.ndarray:

@@ -41,3 +41,27 @@ def test_the_cache_of_prepared_print_files_forgets_the_least_recently_used():
     assert cache["a"] == 1  # "a" is now the most recent
     cache["c"] = 3
     assert sorted(cache) == ["a", "c"] and cache.get("b") is None
+
+
+def test_prints_of_a_new_design_reaching_qa_together_prepare_its_print_file_once():
+    import threading
+    import time
+
+    cache, made = Lru(4), []
+    start = threading.Barrier(5)
+
+    def make():
+        made.append(1)
+        time.sleep(0.05)
+        return "prepared"
+
+    def inspector():
+        start.wait()
+        assert cache.get_or_make("design", make) == "prepared"
+
+    threads = [threading.Thread(target=inspector) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert made == [1] and cache["design"] == "prepared"
