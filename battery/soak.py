@@ -362,7 +362,10 @@ def sigstop(orders: int, workdir: Path, timeout: float, *, stops: int = 200) -> 
             rounds.append((shipment, watch.touches[shipment] > before, time.monotonic() - stopped_at))
         run.supervise_until_stopped()
 
+    # orders paced over the stops (a stop takes about heartbeat + a few seconds), so buys trickle rather than
+    # burst: a burst is bought by the other worker while one is stopped, and gives no more stops
     run, figures = _run("sigstop", orders, workdir, timeout, fault=fault, prepare=prepare,
+                        pace_s=stops * (STOP_HEARTBEAT_MS / 1000 + 10),
                         env={"BROKER_HEARTBEAT_TIMEOUT_MS": str(STOP_HEARTBEAT_MS)})
     redelivered = sum(1 for _, again, _ in rounds if again)
     waits = sorted(s for _, _, s in rounds)
