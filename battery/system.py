@@ -405,8 +405,8 @@ def reconcile(engine, system: SoakSystem, accepted_ids: list[str]) -> list[Recon
 
 
 def wait_quiet(engine, redis_url: str, *, timeout: float = 180) -> bool:
-    """Until no stage message is queued, in flight or delayed and no notification is mid-send, twice in a row
-    (the last milestone's e-mail goes out after the order is delivered)."""
+    """Until no stage message is queued, in flight or delayed and no notification is queued or was claimed in
+    the last minute, twice in a row (the last milestone's e-mail goes out after the order is delivered)."""
     import redis  # noqa: PLC0415
 
     from adapters.broker import queue_stats  # noqa: PLC0415
@@ -417,7 +417,9 @@ def wait_quiet(engine, redis_url: str, *, timeout: float = 180) -> bool:
         try:
             busy = sum(s.depth + s.in_flight + s.delayed for s in queue_stats(client))
             with engine.connect() as conn:
-                busy += conn.scalar(text("SELECT count(*) FROM notifications WHERE status IN ('queued', 'sending')"))
+                # "sending" left by a killed worker never clears (surfaced to support): a fresh one is in flight
+                busy += conn.scalar(text("SELECT count(*) FROM notifications WHERE status = 'queued' OR (status = "
+                                         "'sending' AND created_at > now() - interval '60 seconds')"))
         except Exception:  # noqa: BLE001 - a server still coming back counts as busy
             busy = 1
         quiet = quiet + 1 if busy == 0 else 0
