@@ -14,10 +14,12 @@ from tests.conftest import TEST_KEYS
 from tests.unit.test_render_stage import place
 
 
-def test_a_render_that_keeps_failing_lands_in_the_dead_letters_with_its_error(api, seeded_sqlite, monkeypatch):
-    # given an accepted order, and an object store that does not answer (nothing listens on port 9)
+def test_a_render_that_keeps_failing_lands_in_the_dead_letters_with_its_error(api, seeded_sqlite, redis_url,
+                                                                             monkeypatch):
+    # given an accepted order, and an object store that does not answer (nothing listens on port 9); Redis is
+    # up, as in production (a design's render lock lives there)
     order_id = place(api)
-    for key, value in {**TEST_KEYS, "DATABASE_URL": seeded_sqlite, "S3_BUCKET": "pressroom",
+    for key, value in {**TEST_KEYS, "DATABASE_URL": seeded_sqlite, "REDIS_URL": redis_url, "S3_BUCKET": "pressroom",
                        "S3_ENDPOINT_URL": "http://127.0.0.1:9", "S3_ACCESS_KEY_ID": "x",
                        "S3_SECRET_ACCESS_KEY": "y", "PRESSROOM_PROMETHEUS": "0"}.items():
         monkeypatch.setenv(key, value)
