@@ -58,13 +58,15 @@ class Lru(MutableMapping[K, V], Generic[K, V]):
                 self._items.move_to_end(key)
                 return self._items[key]
             making = self._making.setdefault(key, threading.Lock())
-        with making:
-            found = self.get(key)
-            if found is None:
-                found = make()
-                self[key] = found
-        with self._lock:
-            self._making.pop(key, None)
+        try:
+            with making:
+                found = self.get(key)
+                if found is None:
+                    found = make()
+                    self[key] = found
+        finally:
+            with self._lock:
+                self._making.pop(key, None)
         return found
 
 
