@@ -108,6 +108,17 @@ class JobRepository:
                                                                 j.c.partner_id.is_not(None))
                                          .order_by(j.c.priority.desc(), j.c.created_at)))
 
+    def uninspected(self, *, before: datetime, limit: int) -> list[PrintJob]:
+        """Printed jobs with no inspection, untouched (by the print report or the last re-drive) since `before`."""
+        j, i = t.print_jobs, t.inspections
+        last = func.coalesce(j.c.redriven_at, j.c.status_changed_at)
+        query = (select(PrintJob).where(j.c.status == JobStatus.PRINTED, last < before,
+                                        ~select(i.c.id).where(i.c.job_id == j.c.id).exists())
+                 .order_by(last).limit(limit))
+        if self.session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(of=j, skip_locked=True)
+        return list(self.session.scalars(query))
+
     def in_batch(self, batch_id: str) -> list[PrintJob]:
         j = t.print_jobs
         return list(self.session.scalars(select(PrintJob).where(j.c.batch_id == batch_id)

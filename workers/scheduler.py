@@ -13,6 +13,7 @@ from core.services.notify import surface_stale_notifications
 from core.services.qa import apply_due_verdicts
 from core.services.reconcile import reconcile
 from core.services.shipping import find_silent_parcels
+from core.states import JobStatus
 from workers.bootstrap import Container, container
 from workers.monitor import monitor
 
@@ -49,7 +50,8 @@ def sync_inventory(c: Container) -> None:
 def tick(c: Container, beat: int = 0) -> None:
     """One beat; each job runs even if another failed, and failures are logged with their traceback."""
     every = max(1, round(c.settings.inventory_sync_every_s / c.settings.reconcile_every_s))
-    jobs = [lambda: reconcile(c.uow(), now=c.now(), deadlines_s=c.settings.stage_deadlines_s),
+    jobs = [lambda: reconcile(c.uow(), now=c.now(), deadlines_s=c.settings.stage_deadlines_s,
+                              inspect_after_s=c.settings.job_deadlines_s[JobStatus.PRINTED]),
             lambda: sample_queues(c), c.run_batcher,
             lambda: find_silent_parcels(c.uow(), now=c.now(), days=c.settings.no_scan_days),
             lambda: surface_stale_notifications(uow=c.uow(), now=c.now()),

@@ -10,6 +10,7 @@ from core.commands import (
     ApplyCarrierEvent,
     ApplyPartnerEvent,
     BuyLabel,
+    InspectJob,
     RenderAsset,
     RouteOrder,
     SendNotification,
@@ -45,7 +46,7 @@ INBOX_REDRIVE: Mapping[str, Callable[[int], StageCommand]] = {
 
 def reconcile(uow, *, now: datetime, deadlines_s: Mapping[OrderStatus, float], limit: int = 500,
               batch_after_s: float = 120.0, inbox_after_s: float = 60.0,
-              notify_after_s: float = NOTIFY_AFTER_S) -> int:
+              notify_after_s: float = NOTIFY_AFTER_S, inspect_after_s: float = 600.0) -> int:
     """Re-drive orders past their stage deadline; returns how many messages were sent (after commit).
 
     Idempotent by construction: the actors guard on state, so a re-drive of an order whose message was
@@ -66,6 +67,7 @@ def reconcile(uow, *, now: datetime, deadlines_s: Mapping[OrderStatus, float], l
         log.warning("re-drove %d orders past their stage deadline", len(stuck))
     return (len(stuck) + _redrive_batches(uow, now=now, after_s=batch_after_s, limit=limit)
             + _redrive_inbox(uow, now=now, after_s=inbox_after_s, limit=limit)
+            + _redrive_inspections(uow, now=now, after_s=inspect_after_s, limit=limit)
             + _redrive_notifications(uow, now=now, after_s=notify_after_s, limit=limit))
 
 
@@ -80,6 +82,24 @@ def _redrive_batches(uow, *, now: datetime, after_s: float, limit: int) -> int:
     if batches:
         log.warning("re-sent %d released batches to their partners", len(batches))
     return len(batches)
+
+
+def _redrive_inspections(uow, *, now: datetime, after_s: float, limit: int) -> int:
+    """A printed job that QA never inspected (its InspectJob lost with a flushed or restarted Redis) is sent to
+    QA again; the order waits in `qa` on its jobs, so no order-level re-drive would reach it. The QA stage
+    inspects a job once, so a message that was only slow and now runs twice changes nothing."""
+    with uow:
+        jobs = uow.jobs.uninspected(before=now - timedelta(seconds=after_s), limit=limit)
+        for job in jobs:
+            job.redriven_at = now
+            uow.timeline.add(Noted(order_id=job.order_id, at=now, source="worker:reconciler",
+                                   kind=EventType.STAGE_REDRIVEN, key=f"redrive:{job.id}:{now.isoformat()}",
+                                   details={"job": job.id, "status": str(job.status), "message": "InspectJob"}))
+            uow.defer(InspectJob(job_id=job.id))
+        uow.commit()
+    if jobs:
+        log.warning("re-sent %d printed jobs to QA", len(jobs))
+    return len(jobs)
 
 
 def _redrive_inbox(uow, *, now: datetime, after_s: float, limit: int) -> int:

@@ -9,12 +9,14 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from dramatiq import Message
 from PIL import Image
 from sqlalchemy import select
 
 from core.errors import NotAllowed
 from core.sampling import SpotCheckPolicy, sample_for_review, spot_check_reason
 from core.services.qa import QaRules, apply_due_verdicts, decide, inspect_job, undo_verdict
+from core.services.reconcile import reconcile
 from core.services.render import render_order
 from core.states import InspectionStatus, JobStatus, OrderStatus
 from db import tables as t
@@ -241,3 +243,23 @@ def test_every_borderline_verdict_goes_to_a_human_and_automatic_fails_are_not_sa
     kwargs = {"policy": policy, "prints_of_template_version": 99, "prints_at_partner": 99, "partner_failure_rate": 0}
     assert spot_check_reason(job_id="a", verdict="review", **kwargs) == "borderline"
     assert spot_check_reason(job_id="a", verdict="fail", **kwargs) is None
+
+
+def test_a_printed_job_whose_inspection_message_was_lost_is_sent_to_qa_again_once(api):
+    # given a printed job whose InspectJob never reached a worker (Redis flushed or restarted)
+    order_id, job_id = printed_order(api)
+    deadlines, now = api.services.settings.stage_deadlines_s, api.services.now()
+
+    def redrive(after: timedelta) -> list[dict]:
+        before = len(api.queued("qa"))
+        reconcile(api.services.uow(), now=now + after, deadlines_s=deadlines, inspect_after_s=600)
+        return [Message.decode(m).kwargs for m in api.queued("qa")[before:]]
+
+    # when the reconciler runs before QA's deadline, then after it, then again at once
+    assert redrive(timedelta(minutes=5)) == []
+    assert redrive(timedelta(minutes=11)) == [{"job_id": job_id}]
+    assert redrive(timedelta(minutes=11, seconds=1)) == []
+    # then the job is inspected, the order moves on, and an inspected job is never sent again
+    assert run(api, job_id, defect=None) == "passed"
+    assert statuses(api, order_id)[0].status == OrderStatus.READY_TO_SHIP
+    assert redrive(timedelta(days=1)) == []
