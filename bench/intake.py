@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from bench.common import Stack, compare, flush_redis, report, running, say, scratch_database, upload_artwork
+from bench.common import Stack, flush_redis, report, running, say, scratch_database, upload_artwork
+from bench.load import compare_interleaved
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -19,14 +20,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--slice", type=float, default=2.0,
+                        help="ours and the baseline alternate in slices this long (s) within each repetition")
     args = parser.parse_args(argv)
     say("intake: a scratch PostgreSQL database, Redis, and the API in one uvicorn process")
     flush_redis()
     with scratch_database("pressroom_bench_intake") as database_url, running(Stack(database_url)) as stack:
         url = stack.start_api()
         artwork_id = upload_artwork(url)
-        comparison = compare(url, "orders", "bare-orders", repetitions=args.repetitions, clients=args.clients,
-                             seconds=args.seconds, artwork_id=artwork_id)
+        comparison = compare_interleaved(url, "orders", "bare-orders", repetitions=args.repetitions,
+                                         clients=args.clients, seconds=args.seconds, slice_s=args.slice,
+                                         artwork_id=artwork_id)
     flush_redis()
     return report("intake", comparison, unit="orders/s", goal="ratio >= 0.5",
                   what=f"POST /v1/orders vs a bare one-row insert, {args.clients} closed-loop clients")

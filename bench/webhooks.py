@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from bench.common import Stack, compare, flush_redis, report, result_line, running, say, scratch_database
+from bench.common import Stack, flush_redis, report, result_line, running, say, scratch_database
+from bench.load import compare_interleaved
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -18,6 +19,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--slice", type=float, default=2.0,
+                        help="ours and the baseline alternate in slices this long (s) within each repetition")
     args = parser.parse_args(argv)
     say("webhooks: a scratch PostgreSQL database, Redis, and the API in one uvicorn process")
     flush_redis()
@@ -25,8 +28,8 @@ def main(argv: list[str] | None = None) -> dict:
     with scratch_database("pressroom_bench_intake") as database_url, running(Stack(database_url)) as stack:
         url = stack.start_api()
         for source in ("partner", "carrier"):
-            lines[source] = compare(url, source, "bare-webhooks", repetitions=args.repetitions,
-                                    clients=args.clients, seconds=args.seconds)
+            lines[source] = compare_interleaved(url, source, "bare-webhooks", repetitions=args.repetitions,
+                                                clients=args.clients, seconds=args.seconds, slice_s=args.slice)
     flush_redis()
     partner = report("webhooks-partner", lines["partner"], unit="webhooks/s", goal="ratio >= 0.7",
                      what=f"signed partner webhooks vs a bare one-row insert, {args.clients} clients")
