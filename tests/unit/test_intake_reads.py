@@ -1,0 +1,106 @@
+"""What checkout reads without a round trip (the catalogue copy) and where it reserves when stock moved meanwhile."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select, update
+
+import db
+from adapters.ids import TimeOrderedIds
+from adapters.payments import SimPayments
+from core.commands import Address, CustomerDetails, LineRequest, PlaceOrder
+from core.states import Channel, ShippingSpeed
+from db import tables as t
+from db.repositories import clear_catalogue_cache
+from tests.conftest import settings_for
+
+AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+SKU = "MUG-SUB-11OZ-WHT"
+
+
+@pytest.fixture
+def engine(seeded_sqlite):
+    db.configure(settings_for(seeded_sqlite))
+    engine = db.make_engine(seeded_sqlite)
+    yield engine
+    engine.dispose()
+
+
+def new_uow(engine) -> db.SqlUnitOfWork:
+    return db.SqlUnitOfWork(db.make_session_factory(engine))
+
+
+def price(engine) -> int:
+    with new_uow(engine) as uow:
+        return uow.catalogue.variants([SKU])[SKU].price_cents
+
+
+def test_a_price_changed_with_plain_sql_is_read_once_the_catalogue_copy_is_cleared(engine):
+    # given a process that has read the catalogue
+    before = price(engine)
+    # when the price changes behind the repositories' back
+    with engine.begin() as conn:
+        conn.execute(update(t.variants).where(t.variants.c.sku == SKU).values(price_cents=before + 100))
+    # then this process keeps its copy until it is cleared (or CATALOGUE_TTL_S passes)
+    assert price(engine) == before
+    clear_catalogue_cache()
+    assert price(engine) == before + 100
+
+
+def test_a_prohibited_word_added_by_staff_is_refused_by_the_next_checkout_in_the_same_process(engine):
+    with new_uow(engine) as uow:
+        assert "zorblax" not in uow.catalogue.prohibited_words()
+    with new_uow(engine) as uow:
+        uow.prohibited_words.add("zorblax", by="maya", at=AT)
+        uow.commit()
+    with new_uow(engine) as uow:
+        assert "zorblax" in uow.catalogue.prohibited_words()
+
+
+class StockMovesDuringPayment(SimPayments):
+    """The card is authorised between checkout's read and its write: meanwhile another checkout (here, this
+    hook) takes the last units at the partner the read found best."""
+
+    def __init__(self, engine, partner_id: str) -> None:
+        super().__init__()
+        self.engine, self.partner_id = engine, partner_id
+
+    def authorize(self, **kwargs) -> str:
+        with self.engine.begin() as conn:
+            conn.execute(update(t.partner_stock).where(t.partner_stock.c.sku == SKU,
+                                                       t.partner_stock.c.partner_id == self.partner_id)
+                         .values(reserved=t.partner_stock.c.on_hand))
+        return super().authorize(**kwargs)
+
+
+def test_when_the_best_partner_sells_out_during_payment_the_order_is_reserved_and_routed_at_another(engine):
+    from core.services.intake import place_order
+
+    # given the partner with the most free mugs, and an artwork
+    with engine.begin() as conn:
+        ps = t.partner_stock
+        best, second = [row.partner_id for row in conn.execute(
+            select(ps.c.partner_id).where(ps.c.sku == SKU).order_by((ps.c.on_hand - ps.c.reserved).desc(),
+                                                                    ps.c.partner_id).limit(2))]
+        conn.execute(t.artworks.insert().values(id="art_mug", sha256="0" * 64, width=3000, height=1200,
+                                                source_format="PNG", bytes=1, storage_key="artwork/art_mug.png",
+                                                created_at=AT))
+    command = PlaceOrder(channel=Channel.STOREFRONT, external_id=f"SF-{uuid.uuid4().hex[:10]}",
+                         customer=CustomerDetails(name="Grace Hopper", email="grace@example.com"),
+                         shipping_address=Address(name="Grace Hopper", line1="1 Navy Way", city="Arlington",
+                                                  region="VA", postal_code="22202", country="US"),
+                         shipping_speed=ShippingSpeed.STANDARD,
+                         lines=(LineRequest(sku=SKU, quantity=1, artwork_id="art_mug", texts={"name": "Grace"}),))
+    # when it sells out between checkout's read and its write
+    result = place_order(command, uow=new_uow(engine), payments=StockMovesDuringPayment(engine, best),
+                         ids=TimeOrderedIds(), now=AT, source="test", max_quantity=10)
+    # then the order is accepted, reserved at the next partner, and its line is routed there
+    assert result.created
+    with engine.connect() as conn:
+        assert conn.scalar(select(t.order_lines.c.partner_id)
+                           .where(t.order_lines.c.order_id == result.order.id)) == second
+        assert conn.scalar(select(t.stock_reservations.c.partner_id)
+                           .where(t.stock_reservations.c.order_id == result.order.id)) == second
