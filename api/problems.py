@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from api.schemas import ProblemOut
@@ -29,7 +31,9 @@ STATUS = {ValidationFailed: 422, PaymentDeclined: 402, IdempotencyConflict: 409,
           NotAllowed: 403, Unauthenticated: 401}
 TITLES = {422: "The request has problems", 402: "Payment declined", 409: "Conflict", 404: "Not found",
           403: "Not allowed", 401: "Not signed", 400: "Bad request", 405: "Method not allowed", 413: "Too large",
-          415: "Unsupported media type"}
+          415: "Unsupported media type", 503: "Service unavailable"}
+RETRY_AFTER_S = 5
+"""What a 503 asks the client to wait: a database restart or fail-over takes seconds (the soak measured < 2 s)."""
 
 
 def problem(status: int, slug: str, detail: str, errors: list[Problem] = ()) -> JSONResponse:
@@ -90,11 +94,25 @@ def http_error(request: Request, error: HTTPException) -> JSONResponse:
     return response
 
 
+def database_unavailable(request: Request, error: Exception) -> JSONResponse:
+    """The database cannot be reached (restarting, failing over, out of connections): the client sends the same
+    request again after Retry-After; the Idempotency-Key (orders) or the event id (webhooks) makes it count once,
+    even if the connection broke after a commit."""
+    log.error("database unavailable for %s %s: %s", request.method, request.url.path[:120],
+              str(error).splitlines()[0][:200] if str(error) else type(error).__name__)
+    response = problem(503, "unavailable", "We cannot take this request right now. Send it again, unchanged, in "
+                                           f"{RETRY_AFTER_S} seconds: a repeat is taken once.")
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
 def install(app: FastAPI) -> None:
     """Every refusal the app answers is problem JSON, and its OpenAPI document says so."""
     app.add_exception_handler(PressroomError, domain_error)
     app.add_exception_handler(RequestValidationError, request_validation_error)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(OperationalError, database_unavailable)
+    app.add_exception_handler(PoolTimeout, database_unavailable)
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:

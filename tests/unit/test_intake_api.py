@@ -272,3 +272,23 @@ def test_a_webhook_without_its_signature_header_is_refused_and_logged(api, caplo
 
     assert response.status_code == 422 and count(api, t.webhook_inbox) == 0
     assert "webhook refused: malformed POST /webhooks/partners/acme-columbus" in caplog.text
+
+
+def test_while_the_database_is_unreachable_an_order_gets_a_503_problem_with_retry_after(tmp_path, caplog):
+    # given the API with its database down (nothing listens on port 9)
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from tests.conftest import ApiHarness
+
+    down = ApiHarness("postgresql+psycopg2://postgres@127.0.0.1:9/test", tmp_path)
+    client = TestClient(create_app(down.services), raise_server_exceptions=False)
+    # when a storefront sends an order
+    order = client.post("/v1/orders", json=down.order_body("art_1"), headers={"Idempotency-Key": "k-1"})
+    # then it gets a problem saying when to try again (the storefront retries with the same key), not a 500
+    assert order.status_code == 503 and order.headers["retry-after"] == "5"
+    assert order.headers["content-type"] == "application/problem+json"
+    assert order.json()["title"] == "Service unavailable" and "again" in order.json()["detail"]
+    assert "database unavailable for POST /v1/orders" in caplog.text
+    # and the health check says the database is down
+    assert client.get("/healthz").status_code == 503
