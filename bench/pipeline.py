@@ -22,7 +22,6 @@ import asyncio
 import io
 import json
 import os
-import random
 import re
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from bench.common import (
     running,
     say,
     scratch_database,
-    upload_artwork,  # noqa: F401  (battery/system.py imports it from here)
+    upload_artwork,
     wait_http,
 )
 
@@ -120,30 +119,6 @@ def print_actors(before: dict[str, tuple[int, float]], after: dict[str, tuple[in
         if n:
             per_order = seconds / max(1, orders) * 1000
             say(f"    {actor:28} {n / max(1, orders):6.2f} {seconds / n * 1000:9.0f} {per_order:9.0f}")
-
-
-def upload_design(api_url: str) -> str:
-    """The bench's artwork: 3000x3600 with 120 seeded shapes, through POST /v1/artwork.
-
-    A design with structure, like a customer's: QA registers photo to print file on its features. The flat
-    artwork of bench.common (a few repeated squares) left short texts ("Crew 00042") with ~60 feature matches,
-    and 49 of 80 unique prints went to an inspector as doubtful; on this one they match ~500 and pass.
-    """
-    from PIL import ImageDraw
-
-    rng = random.Random(9)
-    image = Image.new("RGB", (3000, 3600), (30, 90, 200))
-    draw = ImageDraw.Draw(image)
-    for _ in range(120):
-        x, y, w, h = rng.randrange(3000), rng.randrange(3600), rng.randrange(60, 500), rng.randrange(60, 500)
-        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
-        shape((x, y, x + w, y + h), fill=(rng.randrange(256), rng.randrange(256), rng.randrange(256)))
-    data = io.BytesIO()
-    image.save(data, format="PNG")
-    response = httpx.post(f"{api_url}/v1/artwork", files={"file": ("design.png", data.getvalue(), "image/png")},
-                          timeout=120)
-    response.raise_for_status()
-    return response.json()["id"]
 
 
 def order_body(artwork_id: str, n: int, *, unique: bool) -> dict:
@@ -337,7 +312,7 @@ def run_mode(mode: str, orders: int, timeout: float) -> dict:
     with scratch_database("pressroom_bench_pipe") as url, running(Stack(url)) as stack:
         no_spot_checks(url)
         system = start_system(stack)
-        artwork_id = upload_design(system.api_url)
+        artwork_id = upload_artwork(system.api_url)
         say(f"pipeline-{mode}: {orders} orders ({'unique designs' if unique else 'popular designs'})")
         before = commits(url)
         cpu_before, actors_before = cpu_seconds(stack, url), actor_seconds(system)
