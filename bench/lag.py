@@ -34,8 +34,9 @@ from bench.common import (
     running,
     say,
     scratch_database,
+    upload_artwork,
 )
-from bench.pipeline import no_spot_checks, start_system, submit, upload_design, wait_delivered
+from bench.pipeline import no_spot_checks, start_system, submit, wait_delivered
 from core.commands import QUEUES
 from workers.lag import lag_samples
 
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
         no_spot_checks(url)
         stack.extra_env["PRESSROOM_LAG_SAMPLES"] = "1000000"
         system = start_system(stack)
-        artwork_id = upload_design(system.api_url)
+        artwork_id = upload_artwork(system.api_url)
         warm = asyncio.run(submit(system.api_url, artwork_id, args.warmup, unique=False))
         if wait_delivered(url, warm, timeout=args.timeout)[0] is None:
             raise SystemExit("lag: the warm-up orders were not delivered")
