@@ -180,6 +180,11 @@ class Settings:
             raw = env.get(f"PRESSROOM_DEADLINE_{status.upper()}_S")
             if raw:
                 deadlines[status] = float(raw)
+        job_deadlines = dict(DEFAULT_JOB_DEADLINES_S)
+        for job_status in DEFAULT_JOB_DEADLINES_S:
+            raw = env.get(f"PRESSROOM_JOB_DEADLINE_{job_status.upper()}_S")
+            if raw:
+                job_deadlines[job_status] = float(raw)
         defaults = cls()
         return cls(
             environment=environment,
@@ -215,6 +220,7 @@ class Settings:
             inventory_sync_every_s=float(env.get("INVENTORY_SYNC_EVERY_S", defaults.inventory_sync_every_s)),
             batch_max_wait_s=float(env.get("BATCH_MAX_WAIT_S", defaults.batch_max_wait_s)),
             stage_deadlines_s=MappingProxyType(deadlines),
+            job_deadlines_s=MappingProxyType(job_deadlines),
             easypost_api_key=env.get("EASYPOST_API_KEY", defaults.easypost_api_key),
             easypost_api_base=env.get("EASYPOST_API_BASE", defaults.easypost_api_base),
             easypost_webhook_secret=env.get("EASYPOST_WEBHOOK_SECRET", defaults.easypost_webhook_secret),
