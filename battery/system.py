@@ -234,6 +234,8 @@ def soak_env(**overrides: str) -> dict[str, str]:
     """Settings every soak run shares; re-drive deadlines short enough that a lost message costs seconds."""
     return {"PRESSROOM_DEADLINE_ACCEPTED_S": "30", "PRESSROOM_DEADLINE_RENDERING_S": "180",
             "PRESSROOM_DEADLINE_READY_FOR_PRODUCTION_S": "60", "PRESSROOM_DEADLINE_READY_TO_SHIP_S": "60",
+            # a printed job QA never inspected (its InspectJob lost with Redis) is sent to QA again after this
+            "PRESSROOM_JOB_DEADLINE_PRINTED_S": "60",
             **overrides}
 
 
@@ -489,6 +491,11 @@ class BuyWatch:
     def buying(self) -> list[tuple[int, str]]:
         with self.lock:
             return list(self.in_flight.items())
+
+    def in_flight_for(self, port: int) -> str | None:
+        """The shipment the client on `port` is buying now (its answer not yet sent), if any."""
+        with self.lock:
+            return self.in_flight.get(port)
 
 
 @dataclass
