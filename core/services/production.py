@@ -217,6 +217,10 @@ PARTNER_TO_JOB: Mapping[str, JobStatus] = {
 }
 
 
+NOT_YET_SUBMITTED = frozenset({JobStatus.BATCHED})
+"""A job a partner reports on while batched was submitted, but the submission's answer is not recorded yet."""
+
+
 def apply_partner_event(inbox_id: int, *, uow, now: datetime) -> str:
     """Apply one verified partner webhook from the inbox: move the job forward, or only record the event.
 
@@ -239,6 +243,13 @@ def apply_partner_event(inbox_id: int, *, uow, now: datetime) -> str:
         target = PARTNER_TO_JOB.get(str(reported.get("status")))
         details = {"partner_event": event.get("event_id"), "partner_status": reported.get("status"),
                    "occurred_at": event.get("occurred_at")}
+        if target is not None and job.status in NOT_YET_SUBMITTED and target != JobStatus.CANCELLED:
+            # the partner answered our submission and reports on the job before the submitting worker has
+            # recorded that answer (paused or slow between the call and its commit): the event is early, not
+            # late. Left unapplied ("received"), so the reconciler's inbox re-drive applies it once the job is
+            # submitted; recorded as late, it would be lost and leave the job `submitted` for good.
+            uow.rollback()
+            return "early"
         if target is not None and job.can_advance(target):
             job.advance(target, at=now, source=source, details=details)
             if target == JobStatus.PRINTED:
