@@ -30,6 +30,3 @@ CHECKS: dict[str, Check] = {c.name: c for c in (
           "latency, resets, blackholes, lost answers between workers and carrier/partner → 0 duplicates; asked first"),
 )}
 
-SOAK_LEFT = (  # the long part of issue 8 not in battery.soak yet: `python -m battery --soak` lists it
-    "PII: key rotation over all rows; erasure request (every object version); export as JSON",
-)
