@@ -26,3 +26,42 @@ def test_workers_sigkilled_every_two_seconds_lose_no_order_and_duplicate_no_effe
     counted = [f for f in failures(figures) if not f.figure.startswith(soak.AFTER_LAST_KILL)]
     assert not counted, "\n" + table(counted)
     assert any(f.figure.startswith("labels") for f in figures)
+
+
+def test_the_carrier_watch_knows_which_shipment_a_client_is_buying_until_it_is_answered():
+    import asyncio
+
+    from battery.system import BuyWatch
+
+    async def scenario() -> None:
+        release = asyncio.Event()
+
+        async def carrier(scope, receive, send) -> None:  # answers a buy only once released
+            await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+        watch, sent = BuyWatch(carrier), []
+
+        async def send(message) -> None:
+            sent.append(message)
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        def request(method: str, path: str, port: int) -> dict:
+            return {"type": "http", "method": method, "path": path, "client": ("127.0.0.1", port)}
+
+        # given a client on port 5001 buying shipment shp_1, and another retrieving it meanwhile
+        buy = asyncio.ensure_future(watch(request("POST", "/v2/shipments/shp_1/buy", 5001), receive, send))
+        await asyncio.sleep(0.01)
+        # then while the buy is unanswered the watch names it by the buyer's port, and counts every request on it
+        assert watch.in_flight_for(5001) == "shp_1" and watch.in_flight_for(5002) is None
+        release.set()
+        await watch(request("GET", "/v2/shipments/shp_1", 5002), receive, send)
+        await buy
+        # and once answered, the client is buying nothing
+        assert watch.in_flight_for(5001) is None
+        assert watch.touches["shp_1"] == 2
+
+    asyncio.run(scenario())
