@@ -691,7 +691,8 @@ def _gradient_magnitude(lab: np.ndarray) -> np.ndarray:
     """dE per pixel of the reference's own edges: what a sub-pixel misalignment turns into difference."""
     gx = cv2.Sobel(lab, cv2.CV_32F, 1, 0, ksize=3, scale=1 / 8)
     gy = cv2.Sobel(lab, cv2.CV_32F, 0, 1, ksize=3, scale=1 / 8)
-    squares = cv2.add(cv2.multiply(gx, gx), cv2.multiply(gy, gy))
+    squares = cv2.multiply(gx, gx)
+    cv2.accumulateSquare(gy, squares)  # in place: one full-size float image less than multiply + add
     return cv2.sqrt(cv2.transform(squares, np.ones((1, 3), np.float32)))
 
 
@@ -962,8 +963,10 @@ def _judge(*, ref: np.ndarray, aligned: np.ndarray, valid: np.ndarray, registrat
         valid = np.ones_like(valid)
     valid_u8 = valid.astype(np.uint8)
 
-    ref_f = cv2.GaussianBlur(ref, (0, 0), 1.0).astype(np.float32) * np.float32(1 / 255)
-    photo_f = cv2.GaussianBlur(aligned, (0, 0), 1.0).astype(np.float32) * np.float32(1 / 255)
+    ref_f = cv2.GaussianBlur(ref, (0, 0), 1.0).astype(np.float32)
+    ref_f *= np.float32(1 / 255)  # in place: no second full-size float copy
+    photo_f = cv2.GaussianBlur(aligned, (0, 0), 1.0).astype(np.float32)
+    photo_f *= np.float32(1 / 255)
     coarse = (max(8, width // 4), max(8, height // 4))  # quarter scale: light, tone and design identity
     ref_small = cv2.resize(ref_f, coarse, interpolation=cv2.INTER_AREA)
     photo_small = cv2.resize(photo_f, coarse, interpolation=cv2.INTER_AREA)
