@@ -49,6 +49,11 @@ class NotificationStatus(StrEnum):
     NO_ADDRESS = "no_address"  # no e-mail address / phone number to send to
 
 
+REPEAT_ABSORBED = frozenset({Channel.SMS})
+"""Channels whose provider absorbs a repeat of the same idempotency key (the SMS API's Idempotency-Key; SMTP has
+no such thing, a Message-ID does not stop a second delivery): a hand-over whose outcome is unknown is simply
+tried again, and the customer still gets one message."""
+
 CLAIMABLE = frozenset({NotificationStatus.QUEUED, NotificationStatus.FAILED})
 """Statuses a worker may (conditionally) move to `sending`; a missing row is claimed by inserting it."""
 

@@ -11,6 +11,8 @@ The gap we cannot close from our side is a worker that dies after handing the me
 recording it. We choose at-most-once there: a `sending` row older than `STALE_AFTER` (or a hand-over that
 broke off mid-way, `DeliveryUnknown`) becomes `unknown`, raises a support alert and goes on the timeline; it
 is never resent automatically. Support checks the mail log (Message-ID) and resends if the customer lacks it.
+Text messages are the exception (`REPEAT_ABSORBED`): the SMS provider absorbs a repeat of the idempotency key,
+so an unknown hand-over is `failed` and tried again, and the customer still gets one text.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from core.events import Noted
 from core.model import Order
 from core.notifications import (
     CLAIMABLE,
+    REPEAT_ABSORBED,
     Channel,
     Links,
     Mailer,
@@ -128,7 +131,8 @@ def send_notification(order_id: str, milestone: Milestone | str, channel: Channe
         outcome, error = S.FAILED, str(refused)
     except Exception as broken:  # DeliveryUnknown, or anything unforeseen mid-hand-over: never guess "not sent"
         log.exception("notification %s (%s %s) for order %s: outcome unknown", nid, key, channel, order_id)
-        outcome, error = S.UNKNOWN, f"{type(broken).__name__}: {broken}"
+        error = f"{type(broken).__name__}: {broken}"
+        outcome = S.FAILED if channel in REPEAT_ABSORBED else S.UNKNOWN  # a repeat of the key is absorbed
 
     with uow:
         at = now()
@@ -236,6 +240,12 @@ def _surface_if_stale(row: dict, order: Order, *, uow, at: datetime, stale_after
     if row["sent_at"] is not None and row["sent_at"] >= cutoff:
         return "in_flight"
     error = f"still sending after {stale_after}: the worker stopped mid-send"
+    if row["channel"] in REPEAT_ABSORBED:  # the provider absorbs a repeat of the key: try again, nobody alerted
+        if not uow.notifications.settle(row["id"], status=S.FAILED, at=at, error=error, sending_before=cutoff):
+            return "done"
+        if commit:
+            uow.commit()
+        return "failed"
     if not uow.notifications.settle(row["id"], status=S.UNKNOWN, at=at, error=error, sending_before=cutoff):
         return "done"
     _record_unknown(uow, order_id=order.id, number=order.number, key=row["milestone"], channel=row["channel"],

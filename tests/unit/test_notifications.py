@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import dramatiq
 import httpx
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
 from adapters.email import SmtpMailer
 from adapters.sms import HttpSms
@@ -297,6 +297,45 @@ def test_a_hand_over_that_breaks_off_is_unknown_and_not_retried(outbox, api):
     assert outbox.send(order_id, Milestone.RECEIVED, mailer=BreaksOff()) == "unknown"
     assert outbox.send(order_id, Milestone.RECEIVED) == "done"
     assert outbox.emails() == [] and rows(api, order_id)[0]["status"] == "unknown"
+
+
+def test_a_text_whose_hand_over_broke_off_is_tried_again_and_the_customer_gets_one(outbox, api):
+    # given an SMS the provider took, but whose answer never came back (the connection reset)
+    class TakesItThenBreaksOff:
+        def send(self, **kwargs) -> None:
+            outbox.sms.send(**kwargs)
+            raise DeliveryUnknown("connection reset by peer")
+
+    order_id = rendered_order(api)
+    svc = api.services
+    assert send_notification(order_id, Milestone.RECEIVED, "sms", uow=svc.uow(), mailer=outbox.mailer,
+                             sms=TakesItThenBreaksOff(), links=outbox.links, now=svc.now) == "failed"
+    # when it is tried again with the same idempotency key
+    assert outbox.send(order_id, Milestone.RECEIVED, Channel.SMS) == "sent"
+    # then the provider absorbed the repeat: one text, and nobody was alerted
+    assert len(outbox.texts()) == 1 and rows(api, order_id)[0]["status"] == "sent"
+    with api.services.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(t.alerts)) == 0
+
+
+def test_a_text_whose_worker_died_mid_send_is_tried_again_once_stale_and_sent_once(outbox, api):
+    order_id = rendered_order(api)
+    svc = api.services
+
+    class DiesAfterTexting:
+        def send(self, **kwargs) -> None:
+            outbox.sms.send(**kwargs)
+            raise WorkerKilled
+
+    with pytest.raises(WorkerKilled):
+        send_notification(order_id, Milestone.SHIPPED, "sms", uow=svc.uow(), mailer=outbox.mailer,
+                          sms=DiesAfterTexting(), links=outbox.links, now=svc.now)
+    later = svc.now() + timedelta(minutes=11)
+    # the stale claim is handed back for another try, not surfaced as unknown
+    assert outbox.send(order_id, Milestone.SHIPPED, Channel.SMS, now=lambda: later) == "failed"
+    assert outbox.send(order_id, Milestone.SHIPPED, Channel.SMS, now=lambda: later) == "sent"
+    assert len(outbox.texts()) == 1
+    assert [kind for kind, _ in timeline(api, order_id)] == ["notification.sent"]
 
 
 # ---- opt-outs and the timeline -------------------------------------------------------------------------------
