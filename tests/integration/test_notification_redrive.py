@@ -143,10 +143,11 @@ def test_messages_lost_with_a_flushed_redis_are_resent_by_the_reconciler_exactly
 
 @pytest.mark.integration
 def test_a_support_resend_whose_message_was_flushed_still_goes_out_once(stack):
-    # given an order whose "received" e-mail went out
+    # given an order whose "received" e-mail and text went out (a text still queued would be re-driven too)
     order_id = stack.place_order()
     stack.start_worker()
     eventually(lambda: stack.rows(order_id).get(("received", "email")) == S.SENT, what="first e-mail sent")
+    eventually(lambda: stack.rows(order_id).get(("received", "sms")) == S.SENT, what="first text sent")
     os.killpg(stack.worker.pid, signal.SIGSTOP)  # paused, so the resend's message is still on Redis when flushed
     try:
         # when support resends it and Redis is flushed before the worker takes the message
