@@ -8,20 +8,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import insert, update
 
-import db
 from db import queries as q
 from db import tables as t
-from tests.conftest import settings_for
 from tests.integration.metrics_data import DAY2, NOW, History, at
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def engine(request):
-    url = request.getfixturevalue("pg_url" if request.param == "postgresql" else "seeded_sqlite")
-    db.configure(settings_for(url))
-    engine = db.make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def set_status(engine, order_id: str, status: str, when) -> None:

@@ -10,24 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert
 
-import db
 from core.metrics import MetricScope, Status, percentile, targets_from
 from core.settings import DEFAULT_DEADLINES_S, DEFAULT_METRIC_TARGETS
 from db import metrics as m
 from db import tables as t
-from tests.conftest import settings_for
 from tests.integration.metrics_data import DAY1, DAY2, NOW, A, B, History, at, build
 
 TARGETS = targets_from(None, DEFAULT_METRIC_TARGETS)
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def engine(request):
-    url = request.getfixturevalue("pg_url" if request.param == "postgresql" else "seeded_sqlite")
-    db.configure(settings_for(url))
-    engine = db.make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -18,19 +18,10 @@ from core.services import admin as a
 from core.services.qa import HUMAN_REVIEW_FLAG
 from core.states import Role
 from db import tables as t
-from tests.conftest import settings_for
 from tests.unit.test_qa_stage import NO_SPOT_CHECKS, printed_order, run
 
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 STRONG = "Blue-Heron-Press-42"
-
-
-@pytest.fixture
-def engine(seeded_sqlite):
-    db.configure(settings_for(seeded_sqlite))
-    engine = db.make_engine(seeded_sqlite)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

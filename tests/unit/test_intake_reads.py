@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import select, update
 
 import db
@@ -15,18 +14,9 @@ from core.commands import Address, CustomerDetails, LineRequest, PlaceOrder
 from core.states import Channel, ShippingSpeed
 from db import tables as t
 from db.repositories import clear_catalogue_cache
-from tests.conftest import settings_for
 
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 SKU = "MUG-SUB-11OZ-WHT"
-
-
-@pytest.fixture
-def engine(seeded_sqlite):
-    db.configure(settings_for(seeded_sqlite))
-    engine = db.make_engine(seeded_sqlite)
-    yield engine
-    engine.dispose()
 
 
 def new_uow(engine) -> db.SqlUnitOfWork:
