@@ -29,10 +29,9 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from bench.common import Process, Stack, free_port, say
+from bench.common import Process, Stack, free_port, say, scratch_database
 from bench.pipeline import order_body, start_system, upload_artwork
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -137,30 +136,15 @@ class PrivatePostgres:
 
 @contextmanager
 def soak_database(server_url: str = SHARED_PG, prefix: str = "soak") -> Iterator[str]:
-    """A fresh database on `server_url`, migrated and seeded, stock unlimited, no QA spot checks; dropped after."""
-    from tests.conftest import migrated_and_seeded
-
-    # no pool: the server may have been restarted under a pooled connection by the time the database is dropped
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        migrated_and_seeded(url)
-        engine = create_engine(url)
-        with engine.begin() as conn:  # a soak counts effects, not running out of blanks or waiting for inspectors
-            conn.execute(text("UPDATE partner_stock SET on_hand = 1000000000"))
+    """A fresh database on `server_url` (bench.common.scratch_database: migrated, seeded, stock unlimited) with no
+    QA spot checks, so the soak counts effects, not orders waiting for inspectors; dropped after."""
+    with scratch_database(prefix, server_url=server_url) as url:
+        engine = create_engine(url, poolclass=NullPool)
+        with engine.begin() as conn:
             conn.execute(text("INSERT INTO settings (key, value, updated_at, updated_by) "
                               "VALUES ('qa_rules', :value, now(), 'soak')"), {"value": '{"spot_check_rate": 0}'})
         engine.dispose()
         yield url
-    finally:
-        try:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        finally:
-            admin.dispose()
 
 
 # ---- the running system ----------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -84,18 +85,20 @@ def result_line(bench: str, *, ours: float, baseline: float, unit: str, goal: st
 
 
 @contextmanager
-def scratch_database(prefix: str = "pressroom_bench") -> Iterator[str]:
-    """A fresh PostgreSQL database, migrated and seeded with the demo catalogue, dropped afterwards."""
+def scratch_database(prefix: str = "pressroom_bench", server_url: str = PG_SERVER) -> Iterator[str]:
+    """A fresh PostgreSQL database on `server_url`, migrated and seeded with the demo catalogue, stock unlimited,
+    dropped afterwards."""
     from adapters.passwords import hash_password
     from db import make_engine
     from db.migrate import upgrade
     from db.seed import seed
 
-    admin = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+    # no pool: the soak restarts the server under it before the database is dropped
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(PG_SERVER).set(database=name).render_as_string(hide_password=False)
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
     try:
         upgrade(url)
         engine = make_engine(url)
@@ -105,9 +108,11 @@ def scratch_database(prefix: str = "pressroom_bench") -> Iterator[str]:
         engine.dispose()
         yield url
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        finally:
+            admin.dispose()
 
 
 def flush_redis(url: str = REDIS_URL) -> None:
