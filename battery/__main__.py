@@ -7,10 +7,9 @@ import argparse
 import logging
 import sys
 import time
-import traceback
 
 from battery.checks import CHECKS
-from battery.framework import SIZES, Figure, failures, fresh_context, table
+from battery.framework import SIZES, Figure, could_not_run, failures, fresh_context, table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,11 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with fresh_context(args.size) as ctx:
                 got = check.run(ctx)
-        except Exception as error:  # reported as a failed figure; the other checks still run
-            traceback.print_exc()
-            got = [Figure(test=name, figure=f"could not run: {type(error).__name__}: {str(error)[:150]}",
-                          pass_figure="runs", passed=False)]
-            broken = True
+        except Exception as error:  # reported as a failed figure; the others still run
+            got, broken = could_not_run(name, error), True
         figures += got
         print(table(got), f"\n({time.monotonic() - started:.0f} s)\n", flush=True)
     print("== all figures\n" + table(figures))

@@ -64,6 +64,15 @@ def table(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
+def could_not_run(test: str, error: Exception) -> list[Figure]:
+    """A check or scenario that broke off, as one failed figure (the traceback printed), so the others still run."""
+    import traceback
+
+    traceback.print_exc()
+    return [Figure(test=test, figure=f"could not run: {type(error).__name__}: {str(error)[:150]}",
+                   pass_figure="runs", passed=False)]
+
+
 def failures(figures: list[Figure]) -> list[Figure]:
     return [f for f in figures if not f.passed]
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from tqdm import tqdm
 
-from battery.framework import Figure, count_figure, failures, table
+from battery.framework import Figure, could_not_run, count_figure, failures, table
 from battery.system import (
     SHARED_PG,
     PrivatePostgres,
@@ -443,13 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         try:
             got = SCENARIOS[name](orders, workdir, timeout, **_scenario_options(name, args))
-        except Exception as error:  # reported as a failed figure; the other scenarios still run
-            import traceback
-
-            traceback.print_exc()
-            got = [Figure(test=name, figure=f"could not run: {type(error).__name__}: {str(error)[:150]}",
-                          pass_figure="runs", passed=False)]
-            broken = True
+        except Exception as error:  # reported as a failed figure; the others still run
+            got, broken = could_not_run(name, error), True
         figures += got
         print(table(got), f"\n({time.monotonic() - started:.0f} s; logs in {workdir}/logs)\n", flush=True)
         if not os.environ.get("SOAK_KEEP_LOGS") and not failures(got):
