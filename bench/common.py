@@ -27,6 +27,8 @@ from sqlalchemy.pool import NullPool
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+UNLIMITED_STOCK = 1_000_000_000
+"""Blanks per SKU in a benchmark's database and at its partner sim: a benchmark measures throughput, not running out."""
 PG_SERVER = os.environ.get("PRESSROOM_BENCH_DATABASE_URL",
                            os.environ.get("PRESSROOM_TEST_DATABASE_URL",
                                           "postgresql+psycopg2://postgres@127.0.0.1:5432/test"))
@@ -103,8 +105,8 @@ def scratch_database(prefix: str = "pressroom_bench", server_url: str = PG_SERVE
         upgrade(url)
         engine = make_engine(url)
         seed(engine, hash_password=hash_password)
-        with engine.begin() as conn:  # a benchmark measures throughput, not running out of blanks
-            conn.execute(text("UPDATE partner_stock SET on_hand = 1000000000"))
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE partner_stock SET on_hand = :n"), {"n": UNLIMITED_STOCK})
         engine.dispose()
         yield url
     finally:

@@ -102,6 +102,7 @@ class SimConfig:
     duplicate_rate: float = 0.0
     delay_rate: float = 0.0
     delay_max_s: float = 5.0
+    stock_per_sku: int | None = None  # every blank starts with this many (benchmarks, soak); None: opening_stock()
     reorder_rate: float = 0.0
     reorder_gap_s: float = 0.2            # how long a held-back event trails the later one
     webhook_max_attempts: int = 10
@@ -166,7 +167,8 @@ def load_partners(config: SimConfig) -> list[PartnerSpec]:
             id=pid, name=raw["name"], region=raw["region"], country=raw.get("country", ""),
             city=raw.get("city", ""), lat=float(raw["lat"]), lon=float(raw["lon"]),
             capacity_per_hour=capacity,
-            skus=own, opening_stock={sku: opening_stock(pid, sku) for sku in own},
+            skus=own, opening_stock={sku: config.stock_per_sku if config.stock_per_sku is not None
+                                     else opening_stock(pid, sku) for sku in own},
             api_key=config.api_keys.get(pid, f"pk_dev_{pid}"),
             webhook_secret=config.webhook_secrets.get(pid, f"whsec_dev_{pid}"),
         ))
@@ -1182,6 +1184,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--delay-rate", type=float, default=0.0)
     p.add_argument("--delay-max", type=float, default=defaults.delay_max_s, help="seconds")
     p.add_argument("--reorder-rate", type=float, default=0.0)
+    p.add_argument("--stock", type=int, help="blanks of every SKU at start (default: a repeatable 40–640 each)")
     p.add_argument("--photo-long-side", type=int, default=defaults.photo_long_side)
     p.add_argument("--photo-cap", type=int, default=defaults.photo_cap)
     p.add_argument("--photo-workers", type=int, default=defaults.photo_workers)
@@ -1199,7 +1202,7 @@ def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> SimConf
         defect_rate=args.defect_rate, defect_mix=mix, rate_limit_per_s=args.rate_limit, outages=tuple(args.outage),
         duplicate_rate=args.duplicate_rate, delay_rate=args.delay_rate, delay_max_s=args.delay_max,
         reorder_rate=args.reorder_rate, photo_long_side=args.photo_long_side, photo_cap=args.photo_cap,
-        photo_workers=args.photo_workers,
+        photo_workers=args.photo_workers, stock_per_sku=args.stock,
         api_keys=parse_pairs(environ.get("PARTNER_API_KEYS", "")),
         webhook_secrets=parse_pairs(environ.get("PARTNER_WEBHOOK_SECRETS", "")),
     )
