@@ -20,6 +20,7 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,10 +45,12 @@ class SmsSimConfig:
 
 @dataclass
 class Outbox:
-    """The texts "sent", with the idempotency keys already answered; guarded by one lock."""
+    """The texts "sent", with the idempotency keys already answered and how often each was sent again (the
+    customer got one text; the repeat attempts stay countable); guarded by one lock."""
 
     messages: list[dict[str, Any]] = field(default_factory=list)
     by_key: dict[str, dict[str, Any]] = field(default_factory=dict)
+    replays: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -84,6 +87,7 @@ def create_app(config: SmsSimConfig | None = None) -> FastAPI:
             return _problem(422, "invalid_body", f"`body` must have 1 to {MAX_BODY} characters.")
         with outbox.lock:
             if idempotency_key and idempotency_key in outbox.by_key:
+                outbox.replays[idempotency_key] += 1
                 return JSONResponse(outbox.by_key[idempotency_key], headers={"Idempotent-Replayed": "true"})
             if config.failure_rate and rng.random() < config.failure_rate:
                 return _problem(503, "unavailable", "Try again later.")
@@ -107,7 +111,14 @@ def create_app(config: SmsSimConfig | None = None) -> FastAPI:
             count = len(outbox.messages)
             outbox.messages.clear()
             outbox.by_key.clear()
+            outbox.replays.clear()
         return {"deleted": count}
+
+    @app.get("/sim/ledger")
+    def ledger() -> dict[str, Any]:
+        """What the sim did: texts sent, and repeats of an idempotency key it absorbed (per key)."""
+        with outbox.lock:
+            return {"sent": len(outbox.messages), "replayed": dict(outbox.replays)}
 
     return app
 

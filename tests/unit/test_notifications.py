@@ -479,6 +479,7 @@ def test_the_sms_sim_keeps_texts_and_absorbs_a_repeated_idempotency_key(sms_sim)
     assert httpx.post(f"{sms_sim.url}/v1/messages", json={"to": "me", "body": "hi"},
                       headers={"Authorization": "Bearer k"}).status_code == 422
     assert [m["body"] for m in httpx.get(f"{sms_sim.url}/v1/messages").json()] == ["hi"]
+    assert httpx.get(f"{sms_sim.url}/sim/ledger").json() == {"sent": 1, "replayed": {"ntf_same": 1}}
 
 
 # ---- PostgreSQL: the claim under real row locks ----------------------------------------------------------------
