@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -207,8 +208,16 @@ class StoredPreparations(Generic[T]):
 
     def load_or_make(self, name: str, make: Callable[[], T]) -> T:
         """The stored value, else `make()`, stored for every other process."""
+        started = time.perf_counter()
         found = self.load(name)
-        if found is None:
-            found = make()
-            self.save(name, found)
+        if found is not None:
+            log.info("prepared %s %s read from the store in %.3f s", self.cls.__qualname__, name,
+                     time.perf_counter() - started)
+            return found
+        started = time.perf_counter()
+        found = make()
+        made = time.perf_counter()
+        saved = self.save(name, found)
+        log.info("prepared %s %s made in %.2f s, %s in %.3f s", self.cls.__qualname__, name, made - started,
+                 "stored" if saved else "not stored", time.perf_counter() - made)
         return found

@@ -198,6 +198,9 @@ class SoakSystem:
         for worker in list(self.workers):
             if worker.popen.poll() is not None:
                 self.stack.processes.remove(worker)
+                # the new process writes `<name>.log` afresh: keep this one's, to read what a worker did per life
+                with contextlib.suppress(OSError):
+                    worker.log.rename(worker.log.with_name(f"{worker.name}.{self.restarts[worker.name]:05d}.log"))
                 self.stack.start(worker.name, *worker.popen.args, dramatiq_prom_port=str(free_port()))
                 self.restarts[worker.name] += 1
                 restarted.append(worker.name)
