@@ -55,11 +55,14 @@ def domain_error(_request: Request, error: PressroomError) -> JSONResponse:
     return problem(status, error.code.replace("_", "-"), error.message, problems)
 
 
+KEY = "[key]"  # pydantic's last loc item when a dict's key (a text slot's name), not its value, is refused
+
+
 def _path(loc: tuple) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "header")]
+    parts = [p for p in loc if p not in ("body", "query", "header", KEY)]
     out = ""
-    for part in parts:
-        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    for part in parts:  # an int is a list index; a dict key that looks like one ("7") is still a name
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "body"
 
 
@@ -73,7 +76,11 @@ def request_validation_error(request: Request, error: RequestValidationError) ->
     for item in error.errors():
         kind = item.get("type", "invalid")
         code = "required" if kind == "missing" else "invalid"
-        problems.append(Problem(field=_path(tuple(item.get("loc", ()))), code=code, message=item.get("msg", "")))
+        loc = tuple(item.get("loc", ()))
+        message = item.get("msg", "")
+        if loc and loc[-1] == KEY:
+            message = f"The name, not the text: {message[:1].lower()}{message[1:]}."
+        problems.append(Problem(field=_path(loc), code=code, message=message))
     what = "webhook refused" if request.url.path.startswith("/webhooks/") else "request refused"
     log.warning("%s: malformed %s %s (%s)", what, request.method, request.url.path[:120],
                 ", ".join(f"{p.field} {p.code}" for p in problems[:5]))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -45,6 +45,8 @@ NO_NUL_SCHEMA = {"pattern": NO_NUL}
 UPLOAD_SCHEMA = {"minLength": 1,  # core refuses empty_file; too_large is stated in words (a fuzzer would build it)
                  "description": f"A PNG, JPEG or TIFF image (checked by content), at most {DEFAULT_MAX_BYTES:,} bytes"}
 MAX_QUANTITY = next(f.default for f in fields(Settings) if f.name == "max_quantity")
+TEXT_SLOT_NAME_MAX = 60  # longer than any template's slot name; a longer one is refused, never cut
+TEXT_MAX = 1_000  # longer than any slot's max_chars; bounds what core's text checks read
 
 
 def text(max_length: int, *, pattern: str = NO_NUL) -> Any:
@@ -109,12 +111,15 @@ class LineIn(Strict):
     quantity: int = Field(ge=-1_000_000, le=1_000_000,
                           json_schema_extra={"minimum": 1, "maximum": MAX_QUANTITY})
     artwork_id: str | None = Field(default=None, max_length=40)
-    texts: dict[str, str] = Field(
-        default_factory=dict, max_length=10,
-        description="Custom text per text slot of the product's template; the slots, their lengths and characters "
-                    "depend on the product (refused with unknown_text_slot, text_too_long, text_characters).",
-        json_schema_extra={"propertyNames": {"pattern": NO_NUL}, "additionalProperties": {"type": "string",
-                                                                                         "pattern": NO_NUL}})
+    # Lengths enforced here, per entry (a refusal names lines[i].texts.<slot>); nothing is cut to fit.
+    texts: dict[Annotated[str, Field(max_length=TEXT_SLOT_NAME_MAX)], Annotated[str, Field(max_length=TEXT_MAX)]] = (
+        Field(default_factory=dict, max_length=10,
+              description="Custom text per text slot of the product's template; the slots, their lengths and "
+                          "characters depend on the product (refused with unknown_text_slot, text_too_long, "
+                          "text_characters).",
+              json_schema_extra={"propertyNames": {"maxLength": TEXT_SLOT_NAME_MAX, "pattern": NO_NUL},
+                                 "additionalProperties": {"type": "string", "maxLength": TEXT_MAX,
+                                                          "pattern": NO_NUL}}))
 
 
 ORDER_EXAMPLE = {  # docs/API.md's example; artwork_id is what POST /v1/artwork answered
@@ -144,7 +149,7 @@ class OrderIn(Strict):
             shipping_address=Address(**self.shipping_address.model_dump()),
             shipping_speed=self.shipping_speed,
             lines=tuple(LineRequest(sku=line.sku, quantity=line.quantity, artwork_id=line.artwork_id,
-                                    texts={k[:60]: v[:1000] for k, v in line.texts.items()})
+                                    texts=dict(line.texts))
                         for line in self.lines))
 
 

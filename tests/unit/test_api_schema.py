@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.schemas import EMAIL_PATTERN, MAX_QUANTITY, NO_NUL, NOT_BLANK
+from api.schemas import EMAIL_PATTERN, MAX_QUANTITY, NO_NUL, NOT_BLANK, TEXT_MAX, TEXT_SLOT_NAME_MAX
 from core.settings import Settings
 from core.validation import EMAIL
 
@@ -143,6 +143,53 @@ def test_input_the_schema_refuses_is_refused_by_the_api(api, change, field):
     change(body)
     response = api.client.post("/v1/orders", json=body)
     assert response.status_code == 422 and field in {e["field"] for e in response.json()["errors"]}
+
+
+# ---- custom text: too long is refused by name, never cut to fit -----------------------------------------------
+
+
+def test_the_schema_states_how_long_a_text_slots_name_and_its_text_may_be(api):
+    texts = api.client.get("/openapi.json").json()["components"]["schemas"]["LineIn"]["properties"]["texts"]
+    assert (texts["propertyNames"]["maxLength"], texts["additionalProperties"]["maxLength"]) == (
+        TEXT_SLOT_NAME_MAX, TEXT_MAX) == (60, 1_000)
+
+
+@pytest.mark.parametrize(("texts", "field", "says"), [
+    ({"h" * 61: "Best Dad Ever"}, "lines[0].texts." + "h" * 61, "the name"),
+    ({"headline": "x" * 1_001}, "lines[0].texts.headline", "1000 characters"),
+])
+def test_a_text_slot_name_or_text_over_the_schemas_length_is_a_422_naming_it_and_no_order(api, texts, field, says):
+    # given an order whose line's custom text is one character over what the schema states
+    body = api.order_body(api.upload()["id"])
+    body["lines"][0]["texts"] = texts
+    # when it is placed
+    response = api.client.post("/v1/orders", json=body)
+    # then it is a 422 problem on exactly that entry, saying what is too long, and nothing was recorded
+    assert problem_types(response) == ("application/problem+json", 422), response.text
+    errors = {e["field"]: e["message"] for e in response.json()["errors"]}
+    assert list(errors) == [field] and says in errors[field].lower(), errors
+    assert not api.queued()
+
+
+@pytest.mark.parametrize(("texts", "field", "code"), [
+    ({"h" * 60: "Best Dad Ever"}, "lines[0].texts." + "h" * 60, "unknown_text_slot"),
+    ({"headline": "x" * 1_000}, "lines[0].texts.headline", "text_too_long"),
+])
+def test_text_at_the_schemas_length_reaches_core_whole(api, texts, field, code):
+    # given custom text exactly as long as the schema allows
+    body = api.order_body(api.upload()["id"])
+    body["lines"][0]["texts"] = texts
+    # when it is placed, then core judges the whole of it (its own rule, its own code), on the same entry
+    response = api.client.post("/v1/orders", json=body)
+    assert response.status_code == 422, response.text
+    assert [(e["field"], e["code"]) for e in response.json()["errors"]] == [(field, code)]
+
+
+def test_a_text_slot_named_like_a_number_is_named_as_a_slot_not_a_list_index(api):
+    body = api.order_body(api.upload()["id"])
+    body["lines"][0]["texts"] = {"7": "x" * 1_001}
+    response = api.client.post("/v1/orders", json=body)
+    assert [e["field"] for e in response.json()["errors"]] == ["lines[0].texts.7"]
 
 
 # ---- signed webhooks whose bodies are not what the sender promises -------------------------------------------
