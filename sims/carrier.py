@@ -620,6 +620,7 @@ class CarrierSim:
         self.addresses: dict[str, dict[str, Any]] = {}
         self.parcels: dict[str, dict[str, Any]] = {}
         self.shipments: dict[str, _Shipment] = {}
+        self.newest_by_reference: dict[tuple[str, str], str] = {}  # (mode, reference) → the newest shipment
         self.trackers: dict[str, _Tracker] = {}
         self.trackers_by_code: dict[str, str] = {}
         self.labels: dict[str, LabelContent] = {}
@@ -848,6 +849,8 @@ class CarrierSim:
                              is_return=bool(params.get("is_return")))
         shipment.rates = self._rates(shipment, mode, params.get("carrier_accounts"))
         self.shipments[shipment.id] = shipment
+        if reference:
+            self.newest_by_reference[(mode, reference)] = shipment.id
         self.counts["shipments_created"] += 1
         return shipment
 
@@ -884,6 +887,22 @@ class CarrierSim:
         shipment = self.shipments.get(shipment_id)
         if shipment is None:
             raise _not_found("shipment", shipment_id)
+        return shipment
+
+    def shipment_by_id_or_reference(self, ident: str, mode: str) -> _Shipment:
+        """GET /v2/shipments/{id}: EasyPost lets a `reference` stand in for the id ("may be used in place of id
+        values in many API endpoints"), but does not promise references are unique and does not say which
+        shipment several with one reference resolve to. The sim answers the newest one created under the key's
+        mode (a test key never sees a production shipment's reference), so a client that lets two shipments
+        share a reference gets whichever came last, and must not rely on that choice."""
+        shipment = self.shipments.get(ident)
+        if shipment is None:
+            by_reference = self.newest_by_reference.get((mode, ident))
+            shipment = self.shipments.get(by_reference) if by_reference else None
+        if shipment is None:
+            raise _not_found("shipment", ident)
+        if shipment.id != ident:
+            self.counts["shipments_found_by_reference"] += 1
         return shipment
 
     def buy(self, shipment_id: str, params: Mapping[str, Any], base_url: str) -> _Shipment:
@@ -1109,6 +1128,7 @@ class CarrierSim:
             "double_bought_references": sorted(r for r, n in self.purchases_by_reference.items() if n > 1),
             "shipments_created": self.counts["shipments_created"],
             "shipments_by_reference": dict(Counter(s.reference for s in self.shipments.values() if s.reference)),
+            "shipments_found_by_reference": self.counts["shipments_found_by_reference"],
             "addresses_created": self.counts["addresses_created"],
             "verifications": self.counts["verifications"],
             "verification_failures": self.counts["verification_failures"],
@@ -1333,10 +1353,10 @@ def create_app(config: CarrierSimConfig | None = None) -> FastAPI:
         shipment = sim.create_shipment(params.get("shipment") or {}, mode)
         return JSONResponse(sim.shipment_json(shipment), status_code=201)
 
-    @app.get("/v2/shipments/{shipment_id}")
-    async def retrieve_shipment(shipment_id: str, request: Request) -> JSONResponse:
-        gate(request)
-        return JSONResponse(sim.shipment_json(sim.shipment(shipment_id)))
+    @app.get("/v2/shipments/{id_or_reference}")
+    async def retrieve_shipment(id_or_reference: str, request: Request) -> JSONResponse:
+        mode = gate(request)
+        return JSONResponse(sim.shipment_json(sim.shipment_by_id_or_reference(id_or_reference, mode)))
 
     @app.post("/v2/shipments/{shipment_id}/buy")
     async def buy_shipment(shipment_id: str, request: Request) -> Response:

@@ -349,6 +349,34 @@ def test_the_ledger_reveals_an_order_double_bought_through_two_shipments(client,
     assert books["shipments_by_reference"]["ord-double-1"] == 2
 
 
+def test_a_shipment_can_be_retrieved_by_its_reference_in_place_of_its_id(client, carrier):
+    # given a shipment created with our order id as its reference
+    shipment = new_shipment(client, "ord_byref_1")
+
+    # when it is retrieved by that reference, then it is the same shipment, and the ledger counts the lookup
+    found = client.shipment.retrieve("ord_byref_1")
+    assert found.id == shipment.id and found.reference == "ord_byref_1"
+    assert ledger(carrier)["shipments_found_by_reference"] >= 1
+
+    # and a reference nobody used is not found, like an unknown id
+    with pytest.raises(NotFoundError):
+        client.shipment.retrieve("ord_byref_nobody")
+
+
+def test_a_reference_shared_by_two_shipments_answers_the_newest_and_only_under_its_own_mode(client, carrier):
+    # given two test-mode shipments with one reference (EasyPost does not make references unique)
+    new_shipment(client, "ord_byref_2")
+    newer = new_shipment(client, "ord_byref_2")
+
+    # when the reference is looked up, then the newest answers
+    assert client.shipment.retrieve("ord_byref_2").id == newer.id
+
+    # and a production key does not see a test shipment by its reference
+    production = easypost.EasyPostClient("EZAK_pressroom_prod", api_base=carrier.api_base, timeout=5)
+    with pytest.raises(NotFoundError):
+        production.shipment.retrieve("ord_byref_2")
+
+
 def test_a_rate_limit_burst_raises_rate_limit_error_with_retry_after(client, carrier):
     # given a client that records response headers, and a carrier about to throttle two requests
     seen: list[tuple[int, Any]] = []
