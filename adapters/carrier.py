@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable, TypeVar
+from urllib.parse import quote
 
 import easypost
 import httpx
@@ -22,6 +23,7 @@ from easypost.errors import (
     InternalServerError,
     InvalidRequestError,
     JsonError,
+    NotFoundError,
     PaymentError,
     RateLimitError,
     ServiceUnavailableError,
@@ -137,6 +139,17 @@ class EasyPostCarrier:
             raise _refused_or_unavailable("retrieve shipment", error) from error
         return _shipment(shipment)
 
+    def find_by_reference(self, reference: str) -> CarrierShipment | None:
+        """EasyPost takes a shipment's `reference` in place of its id; None when it has no shipment by that name."""
+        try:
+            shipment = self._call("find shipment by reference",
+                                  lambda: self.client.shipment.retrieve(quote(reference, safe="")))
+        except NotFoundError:
+            return None
+        except EasyPostError as error:
+            raise _refused_or_unavailable("find shipment by reference", error) from error
+        return _shipment(shipment)
+
     def fetch_label(self, url: str) -> bytes:
         try:
             response = self.http.get(url)
@@ -210,7 +223,18 @@ def _shipment(shipment: Any) -> CarrierShipment:
     rates = tuple(Rate(id=r.id, carrier=str(r.get("carrier")), service=str(r.get("service")),
                        rate_cents=_cents(r.get("rate")), delivery_days=r.get("delivery_days"))
                   for r in shipment.get("rates") or [])
-    return CarrierShipment(id=shipment.id, rates=rates, purchase=_purchase(shipment))
+    return CarrierShipment(id=shipment.id, rates=rates, purchase=_purchase(shipment),
+                           to=_our_address(shipment.get("to_address")))
+
+
+def _our_address(address: Any) -> Address | None:
+    """The destination as the carrier holds it, on our field names (None when the answer has none)."""
+    if not address:
+        return None
+    return Address(name=str(address.get("name") or ""), line1=str(address.get("street1") or ""),
+                   line2=str(address.get("street2") or ""), city=str(address.get("city") or ""),
+                   region=str(address.get("state") or ""), postal_code=str(address.get("zip") or ""),
+                   country=str(address.get("country") or ""))
 
 
 def _purchase(shipment: Any) -> Purchase | None:

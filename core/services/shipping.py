@@ -103,6 +103,7 @@ class CarrierShipment:
     id: str
     rates: tuple[Rate, ...] = ()
     purchase: Purchase | None = None  # set once postage is bought
+    to: Address | None = None  # the destination as the carrier holds it
 
 
 class Carrier(Protocol):
@@ -122,6 +123,10 @@ class Carrier(Protocol):
 
     def retrieve(self, shipment_id: str) -> CarrierShipment:
         """The shipment as the carrier has it now (`purchase` set when bought)."""
+
+    def find_by_reference(self, reference: str) -> CarrierShipment | None:
+        """The shipment created with this `reference` (our order id), or None. References need not be unique at
+        the carrier: with several, the carrier picks one (EasyPost does not say which)."""
 
     def fetch_label(self, url: str) -> bytes:
         """The label file behind a purchase's URL."""
@@ -174,15 +179,19 @@ class _Plan:
     speed: ShippingSpeed
     parcel: Parcel
     carrier_shipment_id: str | None
+    create_sent: bool  # a create may have reached the carrier (its answer never recorded): ask before another
 
 
 def buy_label(order_id: str, *, uow, carrier: Carrier, store: ObjectStore, now: Callable[[], datetime],
               new_id: Callable[[str], str], ship_from: Address, rules: ShippingRules = ShippingRules()) -> str:
     """Verify the address, create the carrier shipment, buy the label once, store it.
 
-    Safe to run twice and after a crash anywhere: the carrier's shipment id is committed before the buy, so a
-    later run retrieves that shipment (bought or not) instead of creating another; a buy whose answer was lost
-    is settled by retrieving, never by buying a new shipment. No transaction is open during a carrier call.
+    Safe to run twice and after a crash anywhere: the shipment is marked pending before the carrier is asked to
+    create one, so a later run that finds it pending with no carrier id asks the carrier for the order's shipment
+    by reference before creating another (a create whose answer was lost leaves no second shipment); the
+    carrier's shipment id is committed before the buy, so a later run retrieves that shipment (bought or not);
+    a buy whose answer was lost is settled by retrieving, never by buying a new shipment. No transaction is
+    open during a carrier call.
 
     Returns:
         "missing", "skipped", "needs_address", "held" (the carrier refused) or "label_created".
@@ -199,13 +208,18 @@ def buy_label(order_id: str, *, uow, carrier: Carrier, store: ObjectStore, now: 
             return "skipped"
         plan = _Plan(number=order.number, address=order.shipping_address, speed=order.shipping_speed,
                      parcel=parcel_for(_product_types(order, uow), rules),
-                     carrier_shipment_id=shipment.carrier_shipment_id if shipment else None)
+                     carrier_shipment_id=shipment.carrier_shipment_id if shipment else None,
+                     create_sent=_create_sent(shipment))
     try:
         if plan.carrier_shipment_id is None:
-            verification = carrier.verify_address(plan.address)
-            if not verification.ok:
-                return _needs_address(order_id, verification, uow=uow, at=now(), new_id=new_id)
-            created = carrier.create_shipment(plan.address, ship_from, plan.parcel, order_id)
+            created = _created_before(order_id, plan, carrier=carrier, uow=uow) if plan.create_sent else None
+            if created is None:
+                verification = carrier.verify_address(plan.address)
+                if not verification.ok:
+                    return _needs_address(order_id, verification, uow=uow, at=now(), new_id=new_id)
+                if not _record_create_sent(order_id, uow=uow, at=now(), new_id=new_id):
+                    return "skipped"
+                created = carrier.create_shipment(plan.address, ship_from, plan.parcel, order_id)
             stored_id = _record_created(order_id, created, uow=uow, at=now(), new_id=new_id)
             if stored_id is None:
                 return "skipped"
@@ -225,6 +239,11 @@ def buy_label(order_id: str, *, uow, carrier: Carrier, store: ObjectStore, now: 
 def _current(shipment: Shipment | None) -> Shipment | None:
     """The order's live shipment; one that came back or was lost does not count (a reship starts afresh)."""
     return None if shipment is None or shipment.status in _GONE else shipment
+
+
+def _create_sent(shipment: Shipment | None) -> bool:
+    """Pending with no carrier id: marked just before a create was sent whose answer was never recorded."""
+    return shipment is not None and shipment.status == ShipmentStatus.PENDING and not shipment.carrier_shipment_id
 
 
 def _wants_label(order: Order, shipment: Shipment | None) -> bool:
@@ -255,6 +274,56 @@ def _buy(order_id: str, remote: CarrierShipment, plan: _Plan, *, carrier: Carrie
             return found.purchase
         raise CarrierUnavailable(f"order {order_id}: shipment {remote.id} is not bought after an unknown outcome; "
                                  "the retry buys that same shipment") from unknown
+
+
+def _record_create_sent(order_id: str, *, uow, at: datetime, new_id: Callable[[str], str]) -> bool:
+    """Commit the live shipment as pending before the carrier is asked to create one, so a retry after a lost
+    answer knows to ask first; False when the order no longer wants a label."""
+    with uow:
+        order = uow.orders.get(order_id, lock=True)
+        shipment = _current(uow.shipments.for_order(order_id, lock=True))
+        if order is None or not _wants_label(order, shipment):
+            return False
+        if shipment is None:
+            uow.shipments.add(Shipment(id=new_id("shp"), order_id=order_id, created_at=at))
+        elif shipment.status == ShipmentStatus.NEEDS_ADDRESS:
+            shipment.advance(ShipmentStatus.PENDING, at=at, source=SOURCE, reason="address verified")
+        uow.commit()
+    return True
+
+
+def _created_before(order_id: str, plan: _Plan, *, carrier: Carrier, uow) -> CarrierShipment | None:
+    """The shipment an earlier create made at the carrier (its answer lost), found by our reference; None when
+    there is none to take: then a new one is created.
+
+    A shipment found is not taken when it goes to another address than the order's now (the address was
+    corrected since: it stays unbought) or is already on one of our shipment records (an earlier parcel of the
+    order, which the carrier may answer for the shared reference).
+    """
+    found = carrier.find_by_reference(order_id)
+    if found is None:
+        log.info("order %s: no shipment at the carrier from the earlier create; creating one", order_id)
+        return None
+    if found.to is None or not _same_destination(found.to, plan.address):
+        log.warning("order %s: shipment %s found by reference goes to another address; it stays unbought",
+                    order_id, found.id)
+        return None
+    with uow:
+        known = uow.shipments.by_carrier_id(found.id)
+    if known is not None and _current(known) is None:
+        log.info("order %s: shipment %s found by reference is an earlier parcel's; creating one", order_id, found.id)
+        return None
+    log.info("order %s: the earlier create made shipment %s; taking it instead of creating another",
+             order_id, found.id)
+    return found
+
+
+def _same_destination(a: Address, b: Address) -> bool:
+    """The same address field by field, ignoring case and spacing (the carrier keeps what it was sent)."""
+    def folded(address: Address) -> tuple[str, ...]:
+        return tuple(" ".join(str(getattr(address, f) or "").split()).casefold()
+                     for f in ("name", "line1", "line2", "city", "region", "postal_code", "country"))
+    return folded(a) == folded(b)
 
 
 def _record_created(order_id: str, created: CarrierShipment, *, uow, at: datetime,
