@@ -10,14 +10,26 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from adapters.s3store import S3Store, StorageUnavailable
 from core.ports import ObjectStore
+
+if TYPE_CHECKING:
+    from adapters.s3store import S3Store, StorageUnavailable
 
 __all__ = ["LocalVersionedStore", "S3Store", "StorageUnavailable", "make_object_store", "measure_retrieval"]
 
 log = logging.getLogger(__name__)
+
+
+def __getattr__(name: str) -> Any:
+    """`S3Store` and `StorageUnavailable` from `adapters.s3store` on first use: boto3 is an eighth of a worker's
+    boot CPU, and a process on the local folder store never needs it."""
+    if name in ("S3Store", "StorageUnavailable"):
+        from adapters import s3store  # noqa: PLC0415
+
+        return getattr(s3store, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _VERSION = re.compile(r"\d{20}-[0-9a-f]{12}")
 _VERSION_FILE = re.compile(r"\.v-(\d{20}-[0-9a-f]{12})(?:\.[A-Za-z0-9]{1,10})?")
@@ -164,6 +176,8 @@ def make_object_store(settings: Any) -> ObjectStore:
     """
     bucket = getattr(settings, "s3_bucket", None)
     if bucket:
+        from adapters.s3store import S3Store  # noqa: PLC0415 - boto3 only for a bucket (see __getattr__)
+
         return S3Store(bucket, endpoint_url=getattr(settings, "s3_endpoint_url", None) or None,
                        region=getattr(settings, "s3_region", None) or "us-east-1",
                        access_key=getattr(settings, "s3_access_key", None) or None,

@@ -76,6 +76,7 @@ class Run:
     stop: threading.Event = field(default_factory=threading.Event)
     notes: list[str] = field(default_factory=list)
     fault_error: BaseException | None = None
+    warm: threading.Event = field(default_factory=threading.Event)  # the warm-up orders are finished
     finished_at: float | None = None
     awaiting: int = 0  # orders held for a human inspector (a doubtful print): finished, for the soak
 
@@ -99,9 +100,12 @@ def _run(name: str, orders: int, workdir: Path, timeout: float, *, fault: Callab
          pg: PrivatePostgres | None = None, pace_s: float | None = None, env: dict[str, str] | None = None,
          until_done: Callable[[Run, int], None] | None = None,
          prepare: Callable[[Run], Callable[[], None]] | None = None,
-         server: str = SHARED_PG) -> tuple[Run, list[Figure]]:
+         server: str = SHARED_PG, warm_up: int = 0) -> tuple[Run, list[Figure]]:
     """Start everything, place the orders (in `pace_s` seconds, or as fast as the API takes them) while `fault`
-    runs in a thread, wait until every accepted order is finished, and reconcile the ledgers."""
+    runs in a thread, wait until every accepted order is finished, and reconcile the ledgers.
+
+    `warm_up` orders (of the `orders`) are placed first and finished before the rest, and before `run.warm` is
+    set: a fault that waits for it starts on a system whose design is already rendered once."""
     run = Run(name=name, orders=orders, workdir=workdir, timeout=timeout)
     with ExitStack() as stack:
         run.redis = PrivateRedis(workdir)
@@ -120,8 +124,14 @@ def _run(name: str, orders: int, workdir: Path, timeout: float, *, fault: Callab
         thread = run.start_faults(fault or (lambda r: r.supervise_until_stopped()))
         stack.callback(run.stop.set)
         started = time.time()
-        with tqdm(total=orders, desc=f"{name}: accepted", unit="order") as bar:
-            run.store.run(orders, progress=bar, pace_per_s=orders / pace_s if pace_s else None)
+        if warm_up:
+            run.store.run(warm_up)
+            if wait_settled(run.engine, len(run.store.accepted), timeout=timeout)[0] is None:
+                run.notes.append(f"the {warm_up} warm-up orders did not finish")
+            run.notes.append(f"{warm_up} warm-up order(s) finished {time.time() - started:.0f} s after the first")
+        run.warm.set()
+        with tqdm(total=orders - warm_up, desc=f"{name}: accepted", unit="order") as bar:
+            run.store.run(orders - warm_up, progress=bar, pace_per_s=orders / pace_s if pace_s else None)
         accepted = list(run.store.accepted.values())
         with tqdm(total=len(accepted), desc=f"{name}: finished", unit="order") as bar:
             def during() -> None:
@@ -193,16 +203,17 @@ KILLS_UNTIL = 0.95  # kills go on while orders flow, until this share of the acc
 
 
 def sigkill(orders: int, workdir: Path, timeout: float, *, kill_every: float = KILL_EVERY_S,
-            kill_for: float = 1800.0, server: str = SHARED_PG) -> list[Figure]:
+            kill_for: float = 1800.0, server: str = SHARED_PG, warm_up: int = 0) -> list[Figure]:
     """Every 2 s one booted worker's process group, chosen at random, gets SIGKILL and is restarted at once (a
     worker takes seconds to boot on this machine: a tick with both still booting kills nothing); the kills stop
     when 95 % of the orders are finished or after `kill_for` seconds; the rest must finish within heartbeat
-    timeout + 60 s of the last kill."""
+    timeout + 60 s of the last kill. With `warm_up`, the kills start once that many orders are finished (the
+    soak's one design rendered: a first render outlasts a worker killed every 2 s on a loaded machine)."""
     state = {"kills": 0, "idle_ticks": 0, "last_kill": None, "stop_kills": False, "started": 0.0}
     rng = random.Random(8)
 
     def fault(run: Run) -> None:
-        while not run.stop.is_set() and not run.store.accepted:  # the kills start with the orders
+        while not run.stop.is_set() and not (run.warm.is_set() and run.store.accepted):  # with the orders
             run.stop.wait(0.1)
         state["started"] = time.monotonic()
         while not run.stop.is_set():
@@ -222,12 +233,13 @@ def sigkill(orders: int, workdir: Path, timeout: float, *, kill_every: float = K
             state["stop_kills"] = True
 
     run, figures = _run("sigkill", orders, workdir, timeout, fault=fault, until_done=until_done,
-                        server=server)
+                        server=server, warm_up=warm_up)
     finished = next(f for f in figures if f.figure.startswith("orders finished"))
     after = run.finished_at - state["last_kill"] if finished.passed and state["last_kill"] else None
     figures.append(Figure(
         test="sigkill", figure=f"{AFTER_LAST_KILL} {'never' if after is None else f'{after:.0f} s'} after the last of "
-                               f"{state['kills']:,} SIGKILLs (one every {kill_every:g} s for {kill_for:g} s at most; "
+                               f"{state['kills']:,} SIGKILLs (one every {kill_every:g} s for {kill_for:g} s at most"
+                               f"{f', from {warm_up} finished warm-up orders on' if warm_up else ''}; "
                                f"{state['idle_ticks']:,} ticks with no worker booted yet)",
         pass_figure=f"≤ heartbeat timeout + 60 s = {HEARTBEAT_S + 60:.0f} s",
         passed=after is not None and after <= HEARTBEAT_S + 60))
@@ -413,7 +425,7 @@ SCENARIOS: dict[str, Callable[..., list[Figure]]] = {
 
 def _scenario_options(name: str, args: argparse.Namespace) -> dict:
     if name == "sigkill":
-        return {"kill_every": args.kill_every, "kill_for": args.kill_for}
+        return {"kill_every": args.kill_every, "kill_for": args.kill_for, "warm_up": args.warm_up}
     if name == "sigstop":
         return {"stops": args.stops}
     return {}
@@ -428,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-every", type=float, default=KILL_EVERY_S, help="sigkill: seconds between kills")
     parser.add_argument("--kill-for", type=float, default=1800.0,
                         help="sigkill: stop killing after this many seconds (or once 95 %% are finished)")
+    parser.add_argument("--warm-up", type=int, default=0,
+                        help="sigkill: finish this many of the orders before the kills start (default 0)")
     parser.add_argument("--stops", type=int, default=200, help="sigstop: how many workers to stop mid-label")
     args = parser.parse_args(argv)
     unknown = [s for s in args.scenarios if s not in SCENARIOS]

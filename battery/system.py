@@ -190,7 +190,13 @@ class SoakSystem:
         victim = rng.choice(ready)
         os.killpg(victim.popen.pid, signal.SIGKILL)
         victim.popen.wait(10)
+        self._note(f"killed {victim.name} pid {victim.popen.pid}")
         return victim.name
+
+    def _note(self, what: str) -> None:
+        """One line in `supervisor.log` beside the processes' logs: when each worker was killed and restarted."""
+        with contextlib.suppress(OSError), (self.stack.workdir / "supervisor.log").open("a") as out:
+            out.write(f"{time.time():.3f} {what}\n")
 
     def supervise(self) -> list[str]:
         """Restart every dead worker with the same command line, as systemd's Restart=always would."""
@@ -201,8 +207,9 @@ class SoakSystem:
                 # the new process writes `<name>.log` afresh: keep this one's, to read what a worker did per life
                 with contextlib.suppress(OSError):
                     worker.log.rename(worker.log.with_name(f"{worker.name}.{self.restarts[worker.name]:05d}.log"))
-                self.stack.start(worker.name, *worker.popen.args, dramatiq_prom_port=str(free_port()))
+                started = self.stack.start(worker.name, *worker.popen.args, dramatiq_prom_port=str(free_port()))
                 self.restarts[worker.name] += 1
+                self._note(f"started {worker.name} pid {started.popen.pid}")
                 restarted.append(worker.name)
         return restarted
 

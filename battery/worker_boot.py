@@ -1,6 +1,7 @@
 """How long a worker process takes from spawn to its first message, as the soak's supervisor restarts one.
 
     python -m battery.worker_boot [--rounds 5] [--prefix soak] [--prepare-rounds 3]
+    python -m battery.worker_boot --lives SOAK_LOG_DIR      (a kept sigkill soak's logs: SOAK_KEEP_LOGS=1)
 
 Each round spawns the soak's worker command (`python -m workers workers.actors --processes 1 --threads 8`, the
 soak's environment, its own redis-server and a scratch database) with one `qa.inspect` message already queued (a
@@ -17,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from battery.system import SHARED_PG, PrivateRedis, soak_database, soak_env
@@ -129,13 +132,63 @@ def measure_prepare(rounds: int, workdir: Path) -> list[tuple[float, float, floa
     return results
 
 
+_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[PID (\d+)\] \[[^]]*\] \[([^]]*)\] \[\w+\] (.*)$")
+
+
+def lives(logdir: Path) -> dict[str, list[float]]:
+    """Per worker life of a sigkill soak (its supervisor.log and one log per life): spawn → ready, ready → killed,
+    and what it finished: inspections, prepared print files read from the store or made, renders."""
+    spawned, killed = {}, {}
+    for line in (logdir / "supervisor.log").read_text().splitlines():
+        at, what, _name, _pid, pid = line.split()
+        (spawned if what == "started" else killed)[int(pid)] = float(at)
+    found: dict[str, list[float]] = {"spawn → ready": [], "ready → killed": [], "inspections": [],
+                                     "prepared read": [], "prepared made": [], "renders": []}
+    for log in sorted(logdir.glob("worker*.log")):
+        main_pid = ready = None
+        counts = dict.fromkeys(("inspections", "prepared read", "prepared made", "renders"), 0)
+        for raw in log.read_text(errors="replace").splitlines():
+            match = _LINE.match(raw)
+            if not match:
+                continue
+            at = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC).timestamp()
+            logger, message = match[3], match[4]
+            if logger == "dramatiq.MainProcess":
+                main_pid = int(match[2])
+            elif "ready for action" in message and logger.startswith("dramatiq.WorkerProcess"):
+                ready = at
+            elif logger == "workers.qa" and message.startswith("inspected"):
+                counts["inspections"] += 1
+            elif logger == "adapters.prepared":
+                counts["prepared read" if "read from the store" in message else "prepared made"] += 1
+            elif logger == "core.services.render" and "render" in message:
+                counts["renders"] += 1
+        if main_pid in spawned and ready is not None:
+            found["spawn → ready"].append(ready - spawned[main_pid])
+        if main_pid in killed and ready is not None:
+            found["ready → killed"].append(killed[main_pid] - ready)
+        for what, n in counts.items():
+            found[what].append(n)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m battery.worker_boot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--prefix", default="soak", help="scratch database name prefix")
     parser.add_argument("--prepare-rounds", type=int, default=3)
+    parser.add_argument("--lives", type=Path, help="read a kept sigkill soak's logs instead of measuring")
     args = parser.parse_args(argv)
+    if args.lives:
+        for what, values in lives(args.lives).items():
+            if values and what in ("spawn → ready", "ready → killed"):
+                print(f"{what}: median {statistics.median(values):.2f} s, p90 "
+                      f"{sorted(values)[int(len(values) * 0.9)]:.2f} s, n={len(values)}")
+            elif values:
+                print(f"{what}: {sum(values):.0f} in {len(values)} lives "
+                      f"({sum(1 for v in values if v)} lives with any)")
+        return 0
     print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="worker-boot-") as workdir:
         results = measure(args.rounds, Path(workdir), prefix=args.prefix) if args.rounds else []

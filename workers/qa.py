@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Generic, TypeVar
@@ -16,6 +18,7 @@ from core.qa import PreparedReference
 from core.services.qa import inspect_job
 from workers.bootstrap import container
 
+log = logging.getLogger(__name__)
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -99,6 +102,8 @@ def shared_references(store: ObjectStore, local: Lru[str, PreparedReference] = R
                 time_limit=5 * 60_000)
 def inspect(job_id: str) -> None:
     c = container()
-    inspect_job(job_id, uow=c.uow(), store=c.store,
-                fetch_photo=lambda partner_id, url: c.partners.photo(c.partner_endpoint(partner_id), url),
-                new_id=c.ids.new, now=c.now, rules=c.qa_rules(), references=shared_references(c.store))
+    started = time.perf_counter()
+    outcome = inspect_job(job_id, uow=c.uow(), store=c.store,
+                          fetch_photo=lambda partner_id, url: c.partners.photo(c.partner_endpoint(partner_id), url),
+                          new_id=c.ids.new, now=c.now, rules=c.qa_rules(), references=shared_references(c.store))
+    log.info("inspected job %s: %s in %.2f s", job_id, outcome, time.perf_counter() - started)
