@@ -39,6 +39,15 @@ from core.signing import ASSET_FILES, verify_asset_signature
 log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = DEFAULT_MAX_BYTES
 REPLAYED = {200: {"model": OrderOut, "description": "The order this request (or this Shopify order) placed before"}}
+# OpenAPI links (the stateful fuzz follows them; a client may read them as documentation): an uploaded artwork's id
+# goes in an order line, and an order placed again under its channel and external_id is answered with the first.
+ARTWORK_LINKS = {201: {"links": {"OrderWithThisArtwork": {
+    "operationRef": "#/paths/~1v1~1orders/post", "requestBody": {"lines": [{"artwork_id": "$response.body#/id"}]},
+    "description": "An order whose first line prints this artwork."}}}}
+ORDER_LINKS = {201: {"links": {"SameOrderAgain": {
+    "operationRef": "#/paths/~1v1~1orders/post",
+    "requestBody": {"channel": "$request.body#/channel", "external_id": "$request.body#/external_id"},
+    "description": "The same shop order sent again: answered 200 with the order already placed."}}}}
 ASSET_MEDIA = {200: {"description": "The file", "content": {"image/png": {"schema": {"type": "string",
                                                                                     "format": "binary"}},
                                                             "application/pdf": {"schema": {"type": "string",
@@ -74,7 +83,8 @@ def create_app(services: Services | None = None) -> FastAPI:
         healthy = all(v == "ok" for v in checks.values())
         return JSONResponse({"status": "ok" if healthy else "degraded", **checks}, status_code=200 if healthy else 503)
 
-    @app.post("/v1/artwork", status_code=201, response_model=ArtworkOut, responses=problem_responses(422))
+    @app.post("/v1/artwork", status_code=201, response_model=ArtworkOut,
+              responses={**ARTWORK_LINKS, **problem_responses(422)})
     async def upload_artwork(file: UploadFile = File(..., json_schema_extra=UPLOAD_SCHEMA),
                              designer_id: str | None = Form(None, max_length=80, json_schema_extra=NO_NUL_SCHEMA),
                              sku: str | None = Form(None, max_length=60, json_schema_extra=NO_NUL_SCHEMA)):
@@ -107,7 +117,7 @@ def create_app(services: Services | None = None) -> FastAPI:
                           format=art.source_format, bytes=len(art.data))
 
     @app.post("/v1/orders", status_code=201, response_model=OrderOut,
-              responses={**REPLAYED, **problem_responses(402, 409, 422)})
+              responses={**ORDER_LINKS, **REPLAYED, **problem_responses(402, 409, 422)})
     async def create_order(body: OrderIn, request: Request,
                            idempotency_key: str | None = Header(None, max_length=120)):
         """Accept an order atomically (validation, payment, reservation, timeline, render message)."""

@@ -192,6 +192,17 @@ def test_a_text_slot_named_like_a_number_is_named_as_a_slot_not_a_list_index(api
     assert [e["field"] for e in response.json()["errors"]] == ["lines[0].texts.7"]
 
 
+def test_the_openapi_links_an_uploaded_artworks_id_into_an_order_line_and_an_order_to_its_repeat(api):
+    # the stateful fuzz (battery api-fuzz) follows these links; without them it never orders an artwork it uploaded
+    paths = api.client.get("/openapi.json").json()["paths"]
+    upload = paths["/v1/artwork"]["post"]["responses"]["201"]["links"]["OrderWithThisArtwork"]
+    repeat = paths["/v1/orders"]["post"]["responses"]["201"]["links"]["SameOrderAgain"]
+    assert upload["requestBody"] == {"lines": [{"artwork_id": "$response.body#/id"}]}
+    assert set(repeat["requestBody"]) == {"channel", "external_id"}
+    assert upload["operationRef"] == repeat["operationRef"] == "#/paths/~1v1~1orders/post"
+    assert "$ref" in paths["/v1/artwork"]["post"]["responses"]["201"]["content"]["application/json"]["schema"]
+
+
 # ---- signed webhooks whose bodies are not what the sender promises -------------------------------------------
 
 
