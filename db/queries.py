@@ -5,9 +5,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import pandas as pd
 from sqlalchemy import (
     Connection,
     Engine,
@@ -26,6 +25,9 @@ from core.states import BatchStatus, Channel, InspectionStatus, JobStatus, Order
 from db import tables as t
 from db.sql import seconds_between
 from db.types import keyring
+
+if TYPE_CHECKING:  # pandas is imported by the dashboard reads that use it: a quarter of a worker's boot CPU
+    import pandas as pd
 
 SEARCH_LIMIT = 50
 
@@ -54,6 +56,7 @@ def orders_per_status(bind: Bind, *, finished_since: datetime) -> pd.DataFrame:
     reached them since `finished_since`. Both are range scans of the (status, status_changed_at) index, so
     the cost follows the open work and the day's throughput, not every order ever taken.
     """
+    import pandas as pd  # noqa: PLC0415 - see the TYPE_CHECKING import
     o = t.orders
     still_open = select(o.c.status, func.count()).where(o.c.status.in_([s for s in OrderStatus if s not in FINISHED]))
     recently_finished = select(o.c.status, func.count()).where(o.c.status.in_(FINISHED),
@@ -67,6 +70,7 @@ def orders_per_status(bind: Bind, *, finished_since: datetime) -> pd.DataFrame:
 
 def intake_per_minute(bind: Bind, *, now: datetime, minutes: int = 60) -> pd.DataFrame:
     """Orders placed per minute over the last `minutes` (every minute present, zeros included)."""
+    import pandas as pd  # noqa: PLC0415 - see the TYPE_CHECKING import
     o = t.orders
     since = now - timedelta(minutes=minutes)
     with _connected(bind) as conn:
@@ -91,6 +95,7 @@ def intake_outcomes(bind: Bind, *, since: datetime) -> dict[str, int]:
 
 def rejection_reasons(bind: Bind, *, since: datetime) -> pd.DataFrame:
     """Why checkouts were refused since `since`: code, count — most frequent first."""
+    import pandas as pd  # noqa: PLC0415 - see the TYPE_CHECKING import
     r = t.intake_rejections
     n = func.count().label("count")
     with _connected(bind) as conn:
@@ -115,6 +120,7 @@ def latest_queue_samples(bind: Bind) -> list[dict[str, Any]]:
 
 def queue_series(bind: Bind, *, since: datetime) -> pd.DataFrame:
     """Samples since `since`, oldest first, for sparklines: at, queue, depth, oldest_age_s."""
+    import pandas as pd  # noqa: PLC0415 - see the TYPE_CHECKING import
     q = t.queue_samples
     with _connected(bind) as conn:
         rows = conn.execute(select(q.c.at, q.c.queue, q.c.depth, q.c.oldest_age_s).where(q.c.at >= since)
@@ -254,6 +260,7 @@ def render_cache(bind: Bind) -> dict[str, float]:
 
 def retrieval_latency(bind: Bind, *, since: datetime) -> dict[str, float | int | None]:
     """Print-file retrieval latency since `since` (the guide's target: p95 under 200 ms)."""
+    import pandas as pd  # noqa: PLC0415 - see the TYPE_CHECKING import
     r = t.asset_retrievals
     with _connected(bind) as conn:
         ms = pd.Series(list(conn.scalars(select(r.c.ms).where(r.c.at >= since))), dtype="float64")
@@ -400,6 +407,7 @@ def partner_panel(bind: Bind, *, now: datetime, start_sla: timedelta, window: ti
     Every figure is aggregated in SQL over the jobs' `submitted_at` / `started_at` stamps (written with
     the transitions), the same stamps the on-time metric reads.
     """
+    import pandas as pd  # noqa: PLC0415 - see the TYPE_CHECKING import
     p, j = t.partners, t.print_jobs
     with _connected(bind) as conn:
         partners = conn.execute(select(p.c.id, p.c.name, p.c.capacity_per_hour).order_by(p.c.id)).all()
