@@ -65,3 +65,29 @@ def test_the_carrier_watch_knows_which_shipment_a_client_is_buying_until_it_is_a
         assert watch.touches["shp_1"] == 2
 
     asyncio.run(scenario())
+
+
+def test_a_kept_sigkill_run_tells_how_long_each_worker_life_took_to_boot_and_lasted_once_ready(tmp_path):
+    from datetime import UTC, datetime
+
+    from battery.worker_boot import lives
+
+    def at(stamp: str) -> float:
+        return datetime.strptime(stamp, "%H:%M:%S,%f").replace(year=2026, month=11, day=27, tzinfo=UTC).timestamp()
+
+    def line(stamp: str, pid: int, logger: str, message: str) -> str:
+        return f"[2026-11-27 {stamp}] [PID {pid}] [MainThread] [{logger}] [INFO] {message}\n"
+
+    # given a worker started by the supervisor, ready 6 s later, one inspection read from the store, killed 1.5 s on
+    (tmp_path / "supervisor.log").write_text(f"{at('21:00:00,000'):.3f} started worker0 pid 100\n"
+                                             f"{at('21:00:07,500'):.3f} killed worker0 pid 100\n")
+    (tmp_path / "worker0.00001.log").write_text(
+        line("21:00:05,900", 100, "dramatiq.MainProcess", "Dramatiq '2.2.1' is booting up.")
+        + line("21:00:06,000", 101, "dramatiq.WorkerProcess(0)", "Worker process is ready for action.")
+        + line("21:00:06,300", 101, "adapters.prepared", "prepared PreparedReference x read from the store in 0.1 s")
+        + line("21:00:07,000", 101, "workers.qa", "inspected job job_1: passed in 0.90 s"))
+    # when the run's logs are read
+    found = lives(tmp_path)
+    # then the life's boot, time ready and work are reported
+    assert found["spawn → ready"] == [6.0] and found["ready → killed"] == [1.5]
+    assert found["inspections"] == [1] and found["prepared read"] == [1] and found["prepared made"] == [0]
