@@ -141,6 +141,11 @@ images = st.builds(image_bytes, st.sampled_from(IMAGE_SIZES), st.sampled_from(("
                    st.sampled_from(COLOURS), st.sampled_from((72, 300)))
 
 
+def _often(value: st.SearchStrategy, otherwise: st.SearchStrategy, *, in_: int) -> st.SearchStrategy:
+    """`otherwise` once in `in_` draws, `value` the other times."""
+    return st.integers(1, in_).flatmap(lambda n: otherwise if n == 1 else value)
+
+
 FAULTS = ("text", "resolution", "stock", "generated line", "external id sent before")
 
 
@@ -209,11 +214,6 @@ def _shopify_order(draw, body: dict[str, Any]) -> dict[str, Any]:
             "shipping_address": {"first_name": "Ada", "last_name": "Lovelace", "address1": "12 Marylebone Rd",
                                  "city": "London", "zip": "NW1 5LR", "country_code": "GB"},
             "shipping_lines": [{"code": draw(st.sampled_from(["standard", "express"]))}]}
-
-
-def _often(value: st.SearchStrategy, otherwise: st.SearchStrategy, *, in_: int) -> st.SearchStrategy:
-    """`otherwise` once in `in_` draws, `value` the other times."""
-    return st.integers(1, in_).flatmap(lambda n: otherwise if n == 1 else value)
 
 
 def _with_body(case, body):

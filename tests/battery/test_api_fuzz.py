@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from api import shopify
 from api.schemas import ORDER_EXAMPLE, OrderIn
 from battery import api_fuzz, api_fuzz_hooks
 from battery.api_fuzz_hooks import IMAGE_SIZES, image_bytes
@@ -46,6 +47,17 @@ def test_an_order_the_hooks_make_real_is_still_schema_valid_and_names_only_uploa
     assert made and {line["sku"] for line in made} <= set(PLAN["skus"])
     assert {line["artwork_id"] for line in made} <= set(PLAN["artwork_ids"])
     assert body["lines"] == [GENERATED_LINE] * lines
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_shopify_order_the_hooks_make_is_read_by_the_api_as_an_order_of_uploaded_artwork(data):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(api_fuzz_hooks, "PLAN", PLAN)
+        payload = data.draw(api_fuzz_hooks._shopify_order({"id": "generated", "line_items": [], "x": 1}))
+    command = shopify.to_command(payload)  # raises on a payload the webhook would answer 422 for its shape
+    made = [line for line in command.lines if line.sku]
+    assert made and {line.artwork_id for line in made} <= set(PLAN["artwork_ids"]) and payload["x"] == 1
 
 
 @pytest.mark.parametrize("image_format", ["PNG", "JPEG", "TIFF"])
