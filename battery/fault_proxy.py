@@ -1,6 +1,7 @@
 """Partner and carrier faults through a fault proxy on loopback: latency (some past the client's timeout, so the
 request lands late), resets, blackholes and responses lost after the far side committed → 0 duplicate labels or
-partner jobs, and every unknown outcome of a buy or a submit resolved by asking first.
+partner jobs, 0 carrier shipments left unbought, and every unknown outcome of a create, a buy or a submit
+resolved by asking first.
 
 Real orders go through the real worker process (queues `shipping`, `notify`, `production`) with its EasyPost and
 partner base URLs pointed at two `sims.faultproxy.FaultProxy`s in front of the carrier sim and the partner sim.
@@ -8,6 +9,10 @@ Each mode hits the effectful calls (label buys, job submits) for the next N of t
 small probability on top. Labels and partner jobs are counted from the sims' ledgers; "asked first" is read from
 the proxies' records: after a buy or submit the client got no answer to, the next request it made about the same
 shipment or job must be a lookup (GET the shipment; GET the job by external id), never the same call again.
+
+Shipment creates get resets, blackholes and lost answers too (after one, the client asks for the order's
+shipment by its reference, `GET /v2/shipments/<order id>`), but no latency past the timeout: a create still on
+its way to the carrier when the client asks cannot be found yet, and would be left unbought.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import re
 import sys
 import time
+from collections import Counter
 from contextlib import ExitStack
 from datetime import timedelta
 
@@ -46,8 +52,11 @@ from tests.integration.test_intake_on_postgres import RedisHarness
 CLIENT_TIMEOUT_S = 2.0  # EasyPost and partner clients: a blackhole or a late answer costs this much
 LATE_MS = 3000.0  # past the client's timeout: the request reaches the sim after the client gave up on it
 BUY = r"^POST /v2/shipments/(shp_\w+)/buy"
+CREATE = r"^POST /v2/shipments(?:\?|$)"
 SUBMIT = r"^POST /partners/[\w-]+/v1/jobs$"
 CARRIER_LOOKUPS = Lookups(effect=re.compile(BUY), lookup=re.compile(r"^GET /v2/shipments/(shp_\w+)(?:\?|$)"))
+CREATE_LOOKUPS = Lookups(effect=re.compile(CREATE), lookup=re.compile(r"^GET /v2/shipments/((?!shp_)\w+)(?:\?|$)"),
+                         body_key=re.compile(r'"reference":\s*"(\w+)"'))  # the reference is our order id
 PARTNER_LOOKUPS = Lookups(effect=re.compile(SUBMIT),
                           lookup=re.compile(r"^GET /partners/[\w-]+/v1/jobs\?external_id=(\w+)"),
                           body_key=re.compile(r'"external_id":\s*"(\w+)"'))
@@ -67,6 +76,11 @@ def rules(effect: str, *, next_n: int, background: float) -> list[Rule]:
             Rule(mode=Mode.LATENCY, probability=0.2, latency_ms=150)]
 
 
+def create_rules(*, next_n: int) -> list[Rule]:
+    """The next N shipment creates get each fault that leaves the outcome unknown, in turn."""
+    return [Rule(mode=mode, next=next_n, match=CREATE) for mode in (Mode.RESET, Mode.LOST_RESPONSE, Mode.BLACKHOLE)]
+
+
 def fault_proxy(ctx: Context) -> list[Figure]:
     """N labels and M partner jobs through the workers while both proxies inject every fault → each order one
     label, each job one partner job, 0 lost; 0 blind retries after an unknown outcome."""
@@ -78,7 +92,7 @@ def fault_proxy(ctx: Context) -> list[Figure]:
         partner_url = stack.enter_context(serve_sim())
         carrier_proxy = stack.enter_context(FaultProxy(carrier.url, seed=11, blackhole_hold_s=30))
         partner_proxy = stack.enter_context(FaultProxy(partner_url, seed=12, blackhole_hold_s=30))
-        carrier_proxy.set_rules(rules(BUY, next_n=next_n, background=BACKGROUND))
+        carrier_proxy.set_rules(create_rules(next_n=next_n) + rules(BUY, next_n=next_n, background=BACKGROUND))
         partner_proxy.set_rules(rules(SUBMIT, next_n=next_n, background=BACKGROUND))
         logs = ctx.workdir / "logs"
         logs.mkdir(exist_ok=True)
@@ -140,12 +154,16 @@ def _figures(name: str, *, labels: int, label_orders: list[str], states: dict, c
     bought = carrier_ledger["purchases_by_reference"]
     created = partner_ledger["by_external_id"]
     shipments = carrier_ledger["shipments_by_reference"]
-    orphans = sum(n - 1 for ref, n in shipments.items() if ref in set(label_orders) and n > 1)
+    ours = set(label_orders)
+    orphans = sum(n - 1 for ref, n in shipments.items() if ref in ours and n > 1)
     figures = [
         count_figure(name, f"orders with exactly 1 label (of {labels:,}; {carrier_ledger['labels_bought']:,} bought; "
-                           f"re-buys refused as already bought: {carrier_ledger['buys_refused_postage_exists']}; "
-                           f"extra shipments left unbought after a lost create: {orphans})",
+                           f"re-buys refused as already bought: {carrier_ledger['buys_refused_postage_exists']})",
                      sum(1 for o in label_orders if bought.get(o, 0) == 1), labels),
+        count_figure(name, f"carrier shipments left unbought (a second shipment for an order; "
+                           f"{carrier_ledger['shipments_created']:,} created, "
+                           f"{carrier_ledger.get('shipments_found_by_reference', 0)} found again by reference)",
+                     orphans, 0),
         count_figure(name, "double-bought references (carrier sim ledger)",
                      len(carrier_ledger["double_bought_references"]), 0),
         count_figure(name, f"orders at label_created (labels and jobs settled in {took:.0f} s)",
@@ -162,6 +180,13 @@ def _figures(name: str, *, labels: int, label_orders: list[str], states: dict, c
     ]
     for mode in MODES:
         figures.append(_mode_figure(name, mode, carrier_log, partner_log))
+    struck = [e for e in carrier_log if e.unknown_outcome and CREATE_LOOKUPS.effect.search(f"{e.method} {e.target}")]
+    unknown_s, blind_s = asked_first(carrier_log, CREATE_LOOKUPS)
+    figures.append(Figure(
+        test=name, figure=f"shipment creates left without an answer ({_modes(struck)}) resolved by asking by "
+                          f"reference first: {unknown_s - len(blind_s)}/{unknown_s} (blind re-creates: "
+                          f"{_seqs(blind_s)})",
+        pass_figure="100 %; > 0", passed=unknown_s > 0 and not blind_s))
     unknown_c, blind_c = asked_first(carrier_log, CARRIER_LOOKUPS)
     unknown_p, blind_p = asked_first(partner_log, PARTNER_LOOKUPS)
     figures.append(Figure(
@@ -203,6 +228,11 @@ def _wait_submitted(engine, client: redis.Redis, system: Processes, *, timeout: 
         system.assert_alive()
         time.sleep(0.5)
     raise AssertionError(f"{waiting} jobs still batched after {timeout}s; logs in {system.logs}")
+
+
+def _modes(exchanges: list[Exchange]) -> str:
+    counts = Counter(e.fault or "client gave up" for e in exchanges)  # no fault: the upstream was too slow
+    return ", ".join(f"{mode} {n}" for mode, n in sorted(counts.items())) or "none struck"
 
 
 def _seqs(blind: list[Exchange]) -> str:
