@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from core.qa import inspect
+from core.qa import inspect, prepare_reference
 from sims.camera import photograph as sim_photograph
 from sims.camera import pick_defect
 
@@ -298,7 +298,9 @@ def _time_pair(folder: Path, size: tuple[int, int], dpi: int, *, seed: int, runs
 
     ours: decode the print PNG and the camera's JPEG, inspect (register, diff, classify), encode the heat-map.
     ours_cached_reference: the same from the working-size reference the render stage can store once per print
-    file (the production path: the full file is decoded at render time, not once per photo).
+    file (the full file is decoded at render time, not once per photo).
+    ours_prepared_reference: the photo decoded and inspected against the reference prepared once (`prepare_reference`:
+    working size, keypoints, L*a*b*, edge map), as the QA worker does for every print of a design after the first.
     odiff / pixelmatch compare two same-size images pixel by pixel and cannot register, so they get the photo
     resampled to the print's size as PNG: odiff writing its diff image, odiff counting only, pixelmatch.
     """
@@ -319,8 +321,15 @@ def _time_pair(folder: Path, size: tuple[int, int], dpi: int, *, seed: int, runs
         result = inspect(_decode(reference_file), _decode(photo_jpg), dpi=reference_dpi)
         _encode_jpeg(result.heatmap)  # stored next to the photo for the review page
 
+    prepared = prepare_reference(_decode(ref_png))
+
+    def ours_prepared() -> None:
+        result = inspect(prepared, _decode(photo_jpg), dpi=dpi)
+        _encode_jpeg(result.heatmap)
+
     row = {"ours": _timed(lambda: ours(ref_png, dpi), runs),
            "ours_cached_reference": _timed(lambda: ours(small_png, dpi / k), runs),
+           "ours_prepared_reference": _timed(ours_prepared, runs),
            "decode_only": _timed(lambda: (_decode(ref_png), _decode(photo_jpg)), runs)}
     images = [str(ref_png), str(photo_png)]
     if tools and "odiff" in tools:
@@ -369,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
             "bench": "qa", "part": "speed", "ours": ours, "baseline": baseline,
             "ratio": (ours / baseline) if baseline else None, "unit": "s per 4500x5400 pair",
             "baseline_tool": baseline_name or "absent",
+            "ratios": {label: _median(row["ours"]) / _median(row[baseline_name])
+                       for label, row in timings.items() if baseline_name in row} if baseline_name else {},
             "pairs": {label: {name: {"median_s": _median(s), "min_s": min(s), "max_s": max(s)}
                               for name, s in row.items()} for label, row in timings.items()},
             "machine": machine,

@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -209,26 +210,101 @@ def _working_reference(reference: np.ndarray, long_side: int, substrate: tuple[i
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PreparedReference:
-    """A print file reduced to the working scale on its substrate: what `inspect` compares photos with.
+    """A print file at the working scale on its substrate, with everything `inspect` reads from it.
 
-    Decoding a 4500x5400 print file and reducing it costs more than the rest of an inspection; every print
-    of a popular design has the same one, so the QA worker keeps a few (keyed by the file's content hash).
+    Decoding a 4500x5400 print file and reducing it costs more than the rest of an inspection, and the
+    reference's keypoints, pyramid, L*a*b* and edge map are a third of the rest; every print of a popular
+    design has the same ones, so the QA worker keeps a few (keyed by the file's content hash). Every field is
+    a numpy array or a plain value, so the worker can store it without pickle (``adapters.prepared``).
     """
 
-    scaled: _Scaled
+    image: np.ndarray  # RGB uint8, the working reference
+    fx: float  # print-file pixels per working pixel, across
+    fy: float  # and down
     working_long_side: int
     substrate: tuple[int, int, int]
+    keypoints: np.ndarray  # (n, 2) float32: ORB keypoint positions in working pixels
+    descriptors: np.ndarray  # (n, 32) uint8: their ORB descriptors
+    gray_half: np.ndarray  # uint8 pyramid of the gray working reference, for ECC
+    gray_quarter: np.ndarray
+    lab: np.ndarray  # float32 L*a*b* of the working reference blurred as the photo is (sigma 1 px)
+    inkness: np.ndarray  # float32 0..1: how far each pixel is from bare substrate
+    slack: np.ndarray  # float32 dE a sub-pixel misalignment explains at the file's own edges
+    rgb_small: np.ndarray  # float32 RGB 0..1 at quarter scale: light, tone and design identity
+    lab_small: np.ndarray
+    inkness_small: np.ndarray
+
+    @property
+    def scaled(self) -> _Scaled:
+        return _Scaled(self.image, self.fx, self.fy)
 
     @property
     def nbytes(self) -> int:
-        return int(self.scaled.image.nbytes)
+        return sum(int(getattr(self, name).nbytes) for name in (
+            "image", "keypoints", "descriptors", "gray_half", "gray_quarter", "lab", "inkness", "slack",
+            "rgb_small", "lab_small", "inkness_small"))
 
 
 def prepare_reference(reference: np.ndarray, *, substrate: tuple[int, int, int] = _WHITE,
                       working_long_side: int = DEFAULT_WORKING_LONG_SIDE) -> PreparedReference:
     """The print file at the working scale, flattened onto `substrate`, ready for any number of photos."""
-    return PreparedReference(scaled=_working_reference(reference, working_long_side, substrate),
-                             working_long_side=working_long_side, substrate=tuple(substrate))
+    registrable = _registrable(reference, working_long_side, substrate)
+    return _prepared(registrable, _colours(registrable.image, substrate), working_long_side, substrate)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Registrable:
+    """The part of a prepared reference that registration reads: made first, so registration can start while
+    the rest is made."""
+
+    image: np.ndarray
+    fx: float
+    fy: float
+    keypoints: np.ndarray
+    descriptors: np.ndarray
+    gray_half: np.ndarray
+    gray_quarter: np.ndarray
+
+    @property
+    def scaled(self) -> _Scaled:
+        return _Scaled(self.image, self.fx, self.fy)
+
+
+def _registrable(reference: np.ndarray, working_long_side: int, substrate: tuple[int, int, int]) -> _Registrable:
+    scaled = _working_reference(reference, working_long_side, substrate)
+    gray = _gray(scaled.image)
+    keypoints, descriptors = _features(gray)
+    gray_half = cv2.pyrDown(gray)
+    return _Registrable(image=scaled.image, fx=scaled.fx, fy=scaled.fy, keypoints=keypoints,
+                        descriptors=descriptors, gray_half=gray_half, gray_quarter=cv2.pyrDown(gray_half))
+
+
+def _colours(image: np.ndarray, substrate: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """The reference's side of the comparison: blurred as the photo will be, in L*a*b*, at full and quarter scale,
+    with its inkness and the dE its own edges allow for misalignment."""
+    rgb = cv2.GaussianBlur(image, (0, 0), 1.0).astype(np.float32)
+    rgb *= np.float32(1 / 255)  # in place: no second full-size float copy
+    height, width = image.shape[:2]
+    rgb_small = cv2.resize(rgb, _coarse(width, height), interpolation=cv2.INTER_AREA)
+    lab, lab_small = _lab(rgb), _lab(rgb_small)
+    substrate_lab = _lab_of(substrate)
+    slack = cv2.dilate(_gradient_magnitude(lab), np.ones((3, 3), np.uint8))
+    slack *= np.float32(_EDGE_SLACK_PX)
+    return {"lab": lab, "inkness": _inkness(lab, substrate_lab), "slack": slack, "rgb_small": rgb_small,
+            "lab_small": lab_small, "inkness_small": _inkness(lab_small, substrate_lab)}
+
+
+def _prepared(registrable: _Registrable, colours: dict[str, np.ndarray], working_long_side: int,
+              substrate: tuple[int, int, int]) -> PreparedReference:
+    return PreparedReference(image=registrable.image, fx=registrable.fx, fy=registrable.fy,
+                             working_long_side=working_long_side, substrate=tuple(int(v) for v in substrate),
+                             keypoints=registrable.keypoints, descriptors=registrable.descriptors,
+                             gray_half=registrable.gray_half, gray_quarter=registrable.gray_quarter, **colours)
+
+
+def _coarse(width: int, height: int) -> tuple[int, int]:
+    """Quarter scale: where light, tone and the design's identity are judged."""
+    return max(8, width // 4), max(8, height // 4)
 
 
 # --- registration ----------------------------------------------------------------------------------------
@@ -282,23 +358,44 @@ class _WorkingRegistration:
 _NOTHING = np.zeros((0, 2))
 
 
-def _register_working(ref: np.ndarray, photo: np.ndarray, rim: int) -> _WorkingRegistration:
+@dataclass(frozen=True, slots=True)
+class _PhotoSide:
+    """The working photo with what registration reads from it."""
+
+    scaled: _Scaled
+    gray: np.ndarray
+    keypoints: np.ndarray  # (n, 2) float32
+    descriptors: np.ndarray  # (n, 32) uint8
+
+
+def _features(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ORB keypoint positions, (n, 2) float32, and their descriptors, (n, 32) uint8 (n = 0 when none)."""
+    keypoints, descriptors = cv2.ORB_create(nfeatures=_ORB_FEATURES, fastThreshold=8).detectAndCompute(gray, None)
+    if descriptors is None or not keypoints:
+        return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
+    return np.float32([k.pt for k in keypoints]), descriptors
+
+
+def _photo_side(photo: np.ndarray, working_long_side: int, substrate: tuple[int, int, int]) -> _PhotoSide:
+    scaled = _photo_working(_as_rgb(photo, "photo", substrate), working_long_side)
+    gray = _gray(scaled.image)
+    return _PhotoSide(scaled, gray, *_features(gray))
+
+
+def _register_working(ref: PreparedReference | _Registrable, photo: _PhotoSide, rim: int) -> _WorkingRegistration:
     """Homography between the working reference and the working photo (reference -> photo).
 
     ``rim``: working px along the reference's edges that ECC leaves out (see ``_refine``).
     """
-    orb = cv2.ORB_create(nfeatures=_ORB_FEATURES, fastThreshold=8)
-    ref_gray, photo_gray = _gray(ref), _gray(photo)
-    kp_ref, des_ref = orb.detectAndCompute(ref_gray, None)
-    kp_photo, des_photo = orb.detectAndCompute(photo_gray, None)
-    if des_ref is None or des_photo is None or len(kp_ref) < 8 or len(kp_photo) < 8:
+    ref_shape, photo_shape = ref.image.shape, photo.scaled.image.shape
+    if len(ref.keypoints) < 8 or len(photo.keypoints) < 8:
         return _WorkingRegistration(None, 0, 0, math.inf, math.nan, _NOTHING)
-    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(des_ref, des_photo, k=2)
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(ref.descriptors, photo.descriptors, k=2)
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < _RATIO * p[1].distance]
     if len(good) < 8:
         return _WorkingRegistration(None, len(good), 0, math.inf, math.nan, _NOTHING)
-    src = np.float32([kp_ref[m.queryIdx].pt for m in good])
-    dst = np.float32([kp_photo[m.trainIdx].pt for m in good])
+    src = ref.keypoints[[m.queryIdx for m in good]]
+    dst = photo.keypoints[[m.trainIdx for m in good]]
     # Two starts: a homography, and an affine map. Where the matches crowd into one part of the design (text,
     # stripes) and the rest is smooth, a homography fits the crowd and extrapolates wildly elsewhere; the
     # camera is nearly affine, and ECC adds the perspective back. The start that ends best correlated wins
@@ -317,15 +414,16 @@ def _register_working(ref: np.ndarray, photo: np.ndarray, rim: int) -> _WorkingR
                                      maxIters=10_000, confidence=0.99999)
     if affine is not None:
         starts.append(np.vstack([affine, [0.0, 0.0, 1.0]]))
-    ref_half, photo_half = cv2.pyrDown(ref_gray), cv2.pyrDown(photo_gray)
-    ref_quarter, photo_quarter = cv2.pyrDown(ref_half), cv2.pyrDown(photo_half)
+    ref_half, ref_quarter = ref.gray_half, ref.gray_quarter
+    photo_half = cv2.pyrDown(photo.gray)
+    photo_quarter = cv2.pyrDown(photo_half)
     candidates = [(h, _correlation(ref_quarter, photo_quarter, h, scale=0.25, rim=rim))
-                  for h in (_refine(start, ref_quarter, photo_quarter, 0.25, rim, src, dst, ref.shape, photo.shape)
-                            for start in starts if _plausible(start, ref.shape, photo.shape))]
+                  for h in (_refine(start, ref_quarter, photo_quarter, 0.25, rim, src, dst, ref_shape, photo_shape)
+                            for start in starts if _plausible(start, ref_shape, photo_shape))]
     if not candidates:
         return _WorkingRegistration(None, len(good), 0, math.inf, math.nan, _NOTHING)
     best = max(candidates, key=lambda candidate: candidate[1])[0]
-    h = _refine(best, ref_half, photo_half, 0.5, rim, src, dst, ref.shape, photo.shape)
+    h = _refine(best, ref_half, photo_half, 0.5, rim, src, dst, ref_shape, photo_shape)
     ecc = _correlation(ref_half, photo_half, h, scale=0.5, rim=rim)
     residual = np.linalg.norm(_apply(np.linalg.inv(h), dst.astype(np.float64)) - src, axis=1)
     inlier = residual < _RANSAC_PX  # the matches the final homography agrees with
@@ -425,10 +523,10 @@ def register(reference: np.ndarray, photo: np.ndarray, *, dpi: float | None = No
     Raises:
         InspectionError: an input isn't an RGB/RGBA/gray uint8 image.
     """
-    ref = _working_reference(reference, working_long_side, substrate)
-    pho = _photo_working(_as_rgb(photo, "photo", substrate), working_long_side)
-    found = _register_working(ref.image, pho.image, _rim_px(ref, dpi))
-    return _to_input_registration(found, ref, pho)
+    ref = _registrable(reference, working_long_side, substrate)
+    pho = _photo_side(photo, working_long_side, substrate)
+    found = _register_working(ref, pho, _rim_px(ref.scaled, dpi))
+    return _to_input_registration(found, ref.scaled, pho.scaled)
 
 
 def _rim_px(ref: _Scaled, dpi: float | None) -> int:
@@ -680,11 +778,30 @@ def _ssim_map(x: np.ndarray, y: np.ndarray, *, data_range: float = 100.0, sigma:
     def blur(img: np.ndarray) -> np.ndarray:
         return cv2.GaussianBlur(img, (0, 0), sigma)
 
+    # The textbook formula, evaluated in the same order (so to the same bits) but mostly in place: six
+    # full-size float images fewer. c1 and c2 become float32, as numpy made them.
+    x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)  # a channel of a colour image is strided
     mx, my = blur(x), blur(y)
-    sxx = blur(x * x) - mx * mx
-    syy = blur(y * y) - my * my
-    sxy = blur(x * y) - mx * my
-    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    numerator = mx * np.float32(2)
+    numerator *= my
+    numerator += np.float32(c1)
+    sxy = blur(x * y)
+    sxy -= mx * my
+    sxy *= np.float32(2)
+    sxy += np.float32(c2)
+    numerator *= sxy
+    means = mx * mx
+    means += my * my
+    means += np.float32(c1)
+    sxx = blur(x * x)
+    sxx -= mx * mx
+    syy = blur(y * y)
+    syy -= my * my
+    sxx += syy
+    sxx += np.float32(c2)
+    means *= sxx
+    numerator /= means
+    return numerator
 
 
 def _gradient_magnitude(lab: np.ndarray) -> np.ndarray:
@@ -907,13 +1024,45 @@ def inspect(reference: np.ndarray | PreparedReference, photo: np.ndarray, *, dpi
     if isinstance(reference, PreparedReference):
         if (reference.working_long_side, reference.substrate) != (working_long_side, tuple(substrate)):
             raise InspectionError("The prepared reference was made for another substrate or working scale.")
-        ref = reference.scaled
+        aligned = _align(reference, _photo_side(photo, working_long_side, substrate), dpi=dpi, tolerances=tolerances)
+        prepared = reference
     else:
-        ref = _working_reference(reference, working_long_side, substrate)
-    pho = _photo_working(_as_rgb(photo, "photo", substrate), working_long_side)
-    found = _register_working(ref.image, pho.image, _rim_px(ref, dpi))
-    registration = _to_input_registration(found, ref, pho)
-    mm_per_px = MM_PER_INCH / dpi * ref.factor
+        # The print file is prepared on a second thread (OpenCV and numpy's big loops release the GIL): its
+        # keypoints while this one reads the photo's, its colours while this one registers.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qa-reference") as pool:
+            making = pool.submit(_registrable, reference, working_long_side, substrate)
+            photo_side = _photo_side(photo, working_long_side, substrate)
+            registrable = making.result()
+            colours = pool.submit(_colours, registrable.image, substrate)
+            aligned = _align(registrable, photo_side, dpi=dpi, tolerances=tolerances)
+            prepared = _prepared(registrable, colours.result(), working_long_side, substrate)
+    return _judge(ref=prepared, aligned=aligned.image, valid=aligned.valid, registration=aligned.registration,
+                  hopeless=aligned.hopeless, weak=aligned.weak, mm_per_px=aligned.mm_per_px,
+                  shift_px=aligned.shift_px, sides_seen=aligned.sides_seen, zones=zones, tolerances=tolerances,
+                  substrate=substrate, preview_long_side=preview_long_side)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Aligned:
+    """The photo registered and warped into the working reference's frame, and where it is print."""
+
+    image: np.ndarray  # RGB uint8
+    valid: np.ndarray  # bool: photo pixels that are print (inside the photo, on the canvas, off its rim)
+    registration: Registration
+    hopeless: bool
+    weak: bool
+    mm_per_px: float
+    shift_px: tuple[float, float]
+    sides_seen: int
+
+
+def _align(ref: PreparedReference | _Registrable, photo_side: _PhotoSide, *, dpi: float,
+           tolerances: Tolerances) -> _Aligned:
+    """Register the photo, warp it into the reference's frame, and find the canvas it sits on."""
+    ref_scaled, pho = ref.scaled, photo_side.scaled
+    found = _register_working(ref, photo_side, _rim_px(ref_scaled, dpi))
+    registration = _to_input_registration(found, ref_scaled, pho)
+    mm_per_px = MM_PER_INCH / dpi * ref_scaled.factor
     height, width = ref.image.shape[:2]
 
     hopeless = (found.h is None or found.inliers < tolerances.min_inliers
@@ -945,17 +1094,16 @@ def inspect(reference: np.ndarray | PreparedReference, photo: np.ndarray, *, dpi
             valid &= cv2.erode(on_canvas, np.ones((rim, rim), np.uint8), borderType=cv2.BORDER_CONSTANT,
                                borderValue=0) > 0  # beyond the frame counts as off the canvas
 
-    return _judge(ref=ref.image, aligned=aligned, valid=valid, registration=registration, hopeless=hopeless,
-                  weak=weak, mm_per_px=mm_per_px, shift_px=shift_px, sides_seen=sides_seen, zones=zones,
-                  tolerances=tolerances, substrate=substrate, preview_long_side=preview_long_side)
+    return _Aligned(image=aligned, valid=valid, registration=registration, hopeless=hopeless, weak=weak,
+                    mm_per_px=mm_per_px, shift_px=shift_px, sides_seen=sides_seen)
 
 
-def _judge(*, ref: np.ndarray, aligned: np.ndarray, valid: np.ndarray, registration: Registration,
+def _judge(*, ref: PreparedReference, aligned: np.ndarray, valid: np.ndarray, registration: Registration,
            hopeless: bool, weak: bool, mm_per_px: float, shift_px: tuple[float, float], sides_seen: int,
            zones: Sequence[Zone], tolerances: Tolerances, substrate: tuple[int, int, int],
            preview_long_side: int) -> InspectionResult:
     """Normalise, compare and classify an aligned photo (``valid``: pixels of the photo that are print)."""
-    height, width = ref.shape[:2]
+    height, width = ref.image.shape[:2]
     all_tolerances = [tolerances, *(z.tolerances for z in zones)]
     names = ["print", *(z.name for z in zones)]
     index = _zone_index((height, width), zones)
@@ -963,32 +1111,29 @@ def _judge(*, ref: np.ndarray, aligned: np.ndarray, valid: np.ndarray, registrat
         valid = np.ones_like(valid)
     valid_u8 = valid.astype(np.uint8)
 
-    ref_f = cv2.GaussianBlur(ref, (0, 0), 1.0).astype(np.float32)
-    ref_f *= np.float32(1 / 255)  # in place: no second full-size float copy
     photo_f = cv2.GaussianBlur(aligned, (0, 0), 1.0).astype(np.float32)
-    photo_f *= np.float32(1 / 255)
-    coarse = (max(8, width // 4), max(8, height // 4))  # quarter scale: light, tone and design identity
-    ref_small = cv2.resize(ref_f, coarse, interpolation=cv2.INTER_AREA)
+    photo_f *= np.float32(1 / 255)  # in place: no second full-size float copy
+    coarse = _coarse(width, height)
     photo_small = cv2.resize(photo_f, coarse, interpolation=cv2.INTER_AREA)
     valid_small = cv2.resize(valid.astype(np.float32), coarse, interpolation=cv2.INTER_AREA) > 0.99
-    light_small, gains, light_scores = _fit_lighting(ref_small, photo_small, valid_small, tolerances)
+    light_small, gains, light_scores = _fit_lighting(ref.rgb_small, photo_small, valid_small, tolerances)
     light = cv2.resize(light_small, (width, height), interpolation=cv2.INTER_LINEAR)  # smooth by construction
     photo_f = cv2.divide(photo_f, cv2.merge([light * g for g in gains]))
-    ref_lab, photo_lab = _lab(ref_f), _lab(photo_f)
+    ref_lab, photo_lab = ref.lab, _lab(photo_f)
     substrate_lab = _lab_of(substrate)
 
-    ref_c = _lab(ref_small)
+    ref_c = ref.lab_small
     photo_c = _lab(cv2.divide(photo_small, cv2.merge([light_small * g for g in gains])))
     valid_c = cv2.erode(cv2.resize(valid.astype(np.uint8), coarse, interpolation=cv2.INTER_AREA),
                         np.ones((3, 3), np.uint8)) > 0  # SSIM's window must not reach off the canvas
-    ink_c = _inkness(ref_c, substrate_lab)
+    ink_c = ref.inkness_small
     tone = _fit_tone(ref_c[valid_c], photo_c[valid_c], ink_c[valid_c] >= 1, substrate_lab)
     inked_c = valid_c & (ink_c >= 1)
     design_match = _design_similarity(photo_c, tone.predict(ref_c, ink_c),
                                       inked_c if np.count_nonzero(inked_c) >= 50 else valid_c)
 
     delta = _distance(photo_lab, ref_lab)
-    inkness = _inkness(ref_lab, substrate_lab)
+    inkness = ref.inkness
     expected = tone.predict(ref_lab, inkness)
     # Colour bias on every third pixel at working scale: thin strokes of text blur into paper further down.
     sample = np.s_[::3, ::3]
@@ -1005,8 +1150,7 @@ def _judge(*, ref: np.ndarray, aligned: np.ndarray, valid: np.ndarray, registrat
                 offsets[z] = np.median(residual_s[index_s == z], axis=0)
         expected = cv2.add(expected, offsets[index] * inkness[:, :, None])
     residual = _distance(photo_lab, expected)
-    slack = cv2.dilate(_gradient_magnitude(ref_lab), np.ones((3, 3), np.uint8)) * _EDGE_SLACK_PX
-    defect = cv2.max(residual - slack, 0)
+    defect = cv2.max(residual - ref.slack, 0)
     defect[~valid] = 0
     ssim = _ssim_map(photo_lab[:, :, 0], expected[:, :, 0])
 
