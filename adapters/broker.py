@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import dramatiq
 import redis
@@ -79,6 +80,26 @@ def queue_stats(client: redis.Redis, queues: tuple[str, ...] = QUEUES) -> list[Q
         stats.append(QueueStats(queue=queue, depth=depth, in_flight=max(0, stored - depth), delayed=delayed,
                                 dead=dead, oldest_age_s=oldest))
     return stats
+
+
+def oldest_message_at(client: redis.Redis, queue: str) -> datetime | None:
+    """When the oldest message still on `queue` was sent: the head of its waiting list (first in, first out)
+    or one a live worker has taken and not yet acknowledged; None when the queue holds none. Retries waiting
+    out their backoff (the `.DQ` queue) are not counted."""
+    name = f"{NAMESPACE}:{queue}"
+    workers = client.zrange(f"{NAMESPACE}:__heartbeats__", 0, -1)
+    pipe = client.pipeline(transaction=False)
+    pipe.lindex(name, 0)
+    for worker in workers:
+        pipe.smembers(f"{NAMESPACE}:__acks__.{worker.decode() if isinstance(worker, bytes) else worker}.{queue}")
+    head, *taken = pipe.execute()
+    ids = {head} if head is not None else set()
+    for members in taken:
+        ids |= members
+    if not ids:
+        return None
+    stamps = [json.loads(raw)["message_timestamp"] for raw in client.hmget(f"{name}.msgs", list(ids)) if raw]
+    return datetime.fromtimestamp(min(stamps) / 1000, UTC) if stamps else None
 
 
 def dead_lettered_since(client: redis.Redis, since_ms: float, queues: tuple[str, ...] = QUEUES) -> dict[str, int]:

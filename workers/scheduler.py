@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from adapters.broker import queue_stats
+from adapters.broker import oldest_message_at, queue_stats
 from adapters.partners import PartnerRefused, PartnerUnavailable
 from core.services.notify import surface_stale_notifications
 from core.services.qa import apply_due_verdicts
@@ -15,6 +16,7 @@ from core.services.reconcile import reconcile
 from core.services.shipping import find_silent_parcels
 from core.states import JobStatus
 from workers.bootstrap import Container, container
+from workers.cpu import measured
 from workers.monitor import monitor
 
 log = logging.getLogger(__name__)
@@ -47,24 +49,39 @@ def sync_inventory(c: Container) -> None:
             uow.commit()
 
 
+def redrive(c: Container) -> int:
+    """The reconciler, told how far behind each queue is, so it re-sends only messages that were lost."""
+    oldest: dict[str, datetime | None] = {}
+
+    def oldest_message(queue: str) -> datetime | None:
+        if queue not in oldest:
+            oldest[queue] = oldest_message_at(c.redis, queue)
+        return oldest[queue]
+
+    return reconcile(c.uow(), now=c.now(), deadlines_s=c.settings.stage_deadlines_s,
+                     inspect_after_s=c.settings.job_deadlines_s[JobStatus.PRINTED], oldest_message=oldest_message)
+
+
 def tick(c: Container, beat: int = 0) -> None:
     """One beat; each job runs even if another failed, and failures are logged with their traceback."""
     every = max(1, round(c.settings.inventory_sync_every_s / c.settings.reconcile_every_s))
-    jobs = [lambda: reconcile(c.uow(), now=c.now(), deadlines_s=c.settings.stage_deadlines_s,
-                              inspect_after_s=c.settings.job_deadlines_s[JobStatus.PRINTED]),
-            lambda: sample_queues(c), c.run_batcher,
-            lambda: find_silent_parcels(c.uow(), now=c.now(), days=c.settings.no_scan_days),
-            lambda: surface_stale_notifications(uow=c.uow(), now=c.now()),
-            lambda: apply_due_verdicts(uow=c.uow(), now=c.now(), new_id=c.ids.new, rules=c.qa_rules())]
+    jobs = [("reconcile", lambda: redrive(c)), ("sample_queues", lambda: sample_queues(c)),
+            ("batcher", c.run_batcher),
+            ("silent_parcels", lambda: find_silent_parcels(c.uow(), now=c.now(), days=c.settings.no_scan_days)),
+            ("stale_notifications", lambda: surface_stale_notifications(uow=c.uow(), now=c.now())),
+            ("due_verdicts", lambda: apply_due_verdicts(uow=c.uow(), now=c.now(), new_id=c.ids.new,
+                                                        rules=c.qa_rules()))]
     if beat % every == 0:
-        jobs.append(lambda: sync_inventory(c))
+        jobs.append(("sync_inventory", lambda: sync_inventory(c)))
     if beat % max(1, round(c.settings.monitor_every_s / c.settings.reconcile_every_s)) == 0:
-        jobs.append(lambda: monitor(c))  # last: it sees this beat's re-drives and holds
-    for job in jobs:
+        jobs.append(("monitor", lambda: monitor(c)))  # last: it sees this beat's re-drives and holds
+    cpu = c.redis if os.environ.get("PRESSROOM_STAGE_CPU") == "1" else None  # for the pipeline bench
+    for name, job in jobs:
         try:
-            job()
+            with measured(cpu, f"scheduler.{name}"):
+                job()
         except Exception:
-            log.exception("scheduler job failed; it runs again next beat")
+            log.exception("scheduler job %s failed; it runs again next beat", name)
 
 
 def main() -> None:
