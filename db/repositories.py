@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import and_, event, func, insert, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, event, func, insert, inspect, or_, select, update
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from core.catalogue import ArtworkInfo, TemplateSpec, Variant
 from core.errors import Conflict
@@ -41,6 +41,39 @@ def insert_ignoring_duplicates(session: Session, table, rows: list[dict[str, Any
     return -1
 
 
+_COLUMNS: dict[type, tuple[tuple[str, str], ...]] = {}
+
+
+def _columns(cls) -> tuple[tuple[str, str], ...]:
+    """(attribute, column) pairs of a mapped class, read from its mapper once."""
+    found = _COLUMNS.get(cls)
+    if found is None:
+        found = _COLUMNS[cls] = tuple((prop.key, prop.columns[0].key) for prop in inspect(cls).column_attrs)
+    return found
+
+
+def insert_new(session: Session, table, objects: list, *, attach: bool = True) -> None:
+    """Write new mapped objects with one plain (multi-row) INSERT, then attach them to the session as if just
+    loaded (`attach`), so later changes to them are flushed as UPDATEs and `session.get` finds them.
+
+    The ORM's flush of a new order (customer, order, lines, jobs) cost ~2 ms of CPU per checkout, intake's largest
+    single cost; the same rows through Core cost a fraction of it. Every column attribute must be set on the
+    objects (foreign keys included: no relationship fills them in here), or the column's default applies.
+    """
+    if not objects:
+        return
+    pairs = _columns(type(objects[0]))
+    rows = []
+    for obj in objects:
+        state = vars(obj)
+        rows.append({column: state[attr] for attr, column in pairs if attr in state})
+    session.execute(insert(table), rows)
+    if attach:
+        for obj in objects:
+            make_transient_to_detached(obj)
+            session.add(obj)
+
+
 def get_aggregate(session: Session, cls, table, key: str, *, lock: bool = False):
     """One aggregate by id; with `lock`, its row alone is locked (FOR UPDATE OF it) until the transaction ends,
     and reloaded so the caller sees the committed state it now holds."""
@@ -56,6 +89,20 @@ class OrderRepository:
 
     def add(self, order: Order) -> None:
         self.session.add(order)
+
+    def insert_new(self, order: Order, jobs: Iterable[PrintJob]) -> None:
+        """A checkout's new order, its lines and print jobs in three plain INSERTs (its customer is already
+        stored); the order and lines are attached to the unit of work as loaded, so its `OrderReceived` reaches
+        the timeline at commit and a later change (a line re-routed) is flushed as an UPDATE. The jobs are not
+        attached: nothing changes them in the checkout's transaction."""
+        order.customer_id = order.customer.id
+        for line in order.lines:
+            line.order_id = order.id
+        insert_new(self.session, t.orders, [order], attach=False)
+        insert_new(self.session, t.order_lines, order.lines)
+        make_transient_to_detached(order)
+        self.session.add(order)
+        insert_new(self.session, t.print_jobs, list(jobs), attach=False)
 
     def get(self, order_id: str, *, lock: bool = False) -> Order | None:
         return get_aggregate(self.session, Order, t.orders, order_id, lock=lock)
@@ -143,6 +190,22 @@ class CustomerRepository:
 
     def add(self, customer: Customer) -> None:
         self.session.add(customer)
+
+    def insert_new(self, customer: Customer) -> None:
+        """A new customer in one plain INSERT, attached to the unit of work as loaded (see `insert_new`)."""
+        customer._email_hash = keyring().blind_index(customer.email)  # the ORM's before_insert does this too
+        customer.erased_at = None
+        insert_new(self.session, t.customers, [customer])
+
+    def id_by_email(self, email: str) -> str | None:
+        """The id of the first customer with this e-mail (blind index), without loading the aggregate: a checkout
+        by a new customer, the common case, needs nothing more."""
+        c = t.customers
+        return self.session.scalar(select(c.c.id).where(c.c.email_hash == keyring().blind_index(email))
+                                   .order_by(c.c.created_at).limit(1))
+
+    def get(self, customer_id: str) -> Customer | None:
+        return self.session.get(Customer, customer_id)
 
     def by_email(self, email: str) -> Customer | None:
         digest = keyring().blind_index(email)

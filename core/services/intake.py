@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -31,7 +31,9 @@ class PlacedOrder:
     currency: str
 
     def as_response(self) -> dict[str, Any]:
-        return asdict(self)
+        # by hand: dataclasses.asdict deep-copies recursively and cost more than building the response
+        return {"id": self.id, "number": self.number, "status": self.status, "total_cents": self.total_cents,
+                "currency": self.currency}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,20 +137,19 @@ def _record(cmd: PlaceOrder, *, uow, ids: Ids, variants, total: int, currency: s
                            unit_price_cents=variants[req.sku].price_cents,
                            partner_id=(prefer.get(req.sku) or [None])[0])  # where it will most likely be reserved
                  for i, req in enumerate(cmd.lines)]
-        customer = uow.customers.by_email(cmd.customer.email)
+        known = uow.customers.id_by_email(cmd.customer.email)
+        customer = uow.customers.get(known) if known is not None else None
         if customer is None:
             customer = Customer(id=ids.new("cus"), name=cmd.customer.name, email=cmd.customer.email.strip(),
                                 phone=cmd.customer.phone, address=cmd.shipping_address, created_at=now)
-            uow.customers.add(customer)
+            uow.customers.insert_new(customer)
         order = Order(id=order_id, number=ids.order_number(), channel=str(cmd.channel),
                       external_id=cmd.external_id, customer=customer, shipping_address=cmd.shipping_address,
                       shipping_speed=cmd.shipping_speed, lines=lines, total_cents=total, currency=currency,
                       payment_authorization=authorization, placed_at=now, source=source)
-        uow.orders.add(order)
-        for line in lines:
-            for unit in range(line.quantity):
-                uow.jobs.add(PrintJob(id=ids.new("job"), order_id=order_id, line_id=line.id,
-                                      unit_index=unit + 1, created_at=now))
+        uow.orders.insert_new(order, [PrintJob(id=ids.new("job"), order_id=order_id, line_id=line.id,
+                                               unit_index=unit + 1, created_at=now)
+                                      for line in lines for unit in range(line.quantity)])
         uow.flush()
         placed = _summary(order)
         if idempotency_key:
