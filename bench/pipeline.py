@@ -23,6 +23,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ from tqdm import tqdm
 from bench.common import (
     BIN,
     PG_SERVER,
+    UNLIMITED_STOCK,
     Stack,
     flush_redis,
     free_port,
@@ -50,6 +52,9 @@ from bench.common import (
 )
 
 SKU = "TEE-DTG-BLK-M"
+DB_PREFIX = os.environ.get("PRESSROOM_BENCH_DB_PREFIX", "pressroom_bench")
+"""Scratch databases (the pipeline's and pgbench's) are named `<prefix>_pipe_…`: engineers sharing a server
+each pass their own."""
 DEFAULT_ORDERS = {"cached": 300, "unique": 80}  # unique: every order is a full-resolution render and its QA
 
 
@@ -70,7 +75,8 @@ def start_system(stack: Stack, *, workers: int = 2, threads: int = 8) -> System:
         "EASYPOST_API_BASE": f"http://127.0.0.1:{carrier_port}/v2",
         "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port), "SMS_URL": f"http://127.0.0.1:{sms_port}",
         "BATCH_MAX_WAIT_S": "1", "RECONCILE_EVERY_S": "2", "PARTNER_RATE_PER_S": "1000",
-        "EASYPOST_RATE_PER_S": "1000", "QA_UNDO_WINDOW_S": "5", "QA_REVIEW_FIRST_PRINTS": "0"})
+        "EASYPOST_RATE_PER_S": "1000", "QA_UNDO_WINDOW_S": "5", "QA_REVIEW_FIRST_PRINTS": "0",
+        "PRESSROOM_STAGE_CPU": "1"})
     stack.start("api", str(BIN / "uvicorn"), "api.asgi:app", "--host", "127.0.0.1", "--port", str(api_port),
                 "--log-level", "warning", "--no-access-log")
     prom_port = free_port()
@@ -82,7 +88,8 @@ def start_system(stack: Stack, *, workers: int = 2, threads: int = 8) -> System:
                     dramatiq_prom_db=str(prom_db))
     stack.start("scheduler", sys.executable, "-m", "workers.scheduler")
     stack.start("partners", sys.executable, "-m", "sims.partner", "--port", str(partner_port), "--instant",
-                "--callback-base", api_url, "--defect-rate", "0", "--duplicate-rate", "0", "--reorder-rate", "0")
+                "--callback-base", api_url, "--defect-rate", "0", "--duplicate-rate", "0", "--reorder-rate", "0",
+                "--stock", str(UNLIMITED_STOCK))
     stack.start("carrier", sys.executable, "-m", "sims.carrier", "--port", str(carrier_port), "--time-scale",
                 "10000000", "--webhook-url", f"{api_url}/webhooks/carrier/easypost")
     stack.start("mail", sys.executable, "-m", "sims.smtp_sink", "--smtp-port", str(smtp_port), "--http-port",
@@ -119,6 +126,27 @@ def print_actors(before: dict[str, tuple[int, float]], after: dict[str, tuple[in
         if n:
             per_order = seconds / max(1, orders) * 1000
             say(f"    {actor:28} {n / max(1, orders):6.2f} {seconds / n * 1000:9.0f} {per_order:9.0f}")
+
+
+def stage_cpu_now(stack: Stack) -> dict[str, tuple[int, float]]:
+    """Per actor and scheduler job: (runs, CPU seconds) so far, as the workers recorded them (workers/cpu.py)."""
+    import redis
+
+    from workers.cpu import stage_cpu
+
+    return stage_cpu(redis.Redis.from_url(stack.redis_url))
+
+
+def print_stage_cpu(before: dict[str, tuple[int, float]], after: dict[str, tuple[int, float]], orders: int) -> None:
+    """CPU per order in each actor and scheduler job (the thread's own CPU time, not wall time)."""
+    rows = {a: (n - before.get(a, (0, 0.0))[0], s - before.get(a, (0, 0.0))[1]) for a, (n, s) in after.items()}
+    total = sum(seconds for _, seconds in rows.values())
+    say(f"  CPU per order by actor / scheduler job (runs per order, ms per run, ms per order; "
+        f"total {total / max(1, orders) * 1000:,.0f} ms/order):")
+    for actor, (n, seconds) in sorted(rows.items(), key=lambda item: -item[1][1]):
+        if n:
+            per_order = seconds / max(1, orders) * 1000
+            say(f"    {actor:34} {n / max(1, orders):6.2f} {seconds / n * 1000:8.1f} {per_order:8.1f}")
 
 
 def order_body(artwork_id: str, n: int, *, unique: bool) -> dict:
@@ -193,7 +221,7 @@ def wait_delivered(url: str, order_ids: list[str], *, timeout: float) -> tuple[f
 def pgbench_tps(seconds: int = 15) -> float:
     """TPC-B-like TPS of this PostgreSQL, now, on a scratch database (scale 10, 8 clients)."""
     admin = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
-    name = f"pressroom_pgbench_{uuid.uuid4().hex[:6]}"
+    name = f"{DB_PREFIX}_pgbench_{uuid.uuid4().hex[:6]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(PG_SERVER).set(database=name)
@@ -300,29 +328,56 @@ def timeline(url: str, order_id: str) -> list[tuple[float, str, str]]:
     return out
 
 
+def start_profiles(stack: Stack, folder: str) -> list[subprocess.Popen]:
+    """py-spy on every Python process of the stack (the worker CLI's forked children included), sampling only
+    threads that are running, into `<folder>/<process>.txt` (collapsed stacks: one line per stack, its count)."""
+    os.makedirs(folder, exist_ok=True)
+    spies = []
+    for process in stack.processes:
+        spies.append(subprocess.Popen([str(BIN / "py-spy"), "record", "--pid", str(process.popen.pid), "--subprocesses",
+                                       "--nonblocking", "--rate", "50", "--format", "raw", "--output",
+                                       os.path.join(folder, f"{process.name}.txt")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return spies
+
+
+def stop_profiles(spies: list[subprocess.Popen]) -> None:
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    for spy in spies:
+        try:
+            spy.wait(30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+
+
 def print_timeline(url: str, order_id: str) -> None:
     say(f"  timeline of order {order_id}:")
     for offset, what, source in timeline(url, order_id):
         say(f"    {offset:8.3f} s  {what:48} {source}")
 
 
-def run_mode(mode: str, orders: int, timeout: float) -> dict:
+def run_mode(mode: str, orders: int, timeout: float, profile: str | None = None) -> dict:
     unique = mode == "unique"
     flush_redis()
-    with scratch_database("pressroom_bench_pipe") as url, running(Stack(url)) as stack:
+    with scratch_database(f"{DB_PREFIX}_pipe") as url, running(Stack(url)) as stack:
         no_spot_checks(url)
         system = start_system(stack)
         artwork_id = upload_artwork(system.api_url)
         say(f"pipeline-{mode}: {orders} orders ({'unique designs' if unique else 'popular designs'})")
         before = commits(url)
         cpu_before, actors_before = cpu_seconds(stack, url), actor_seconds(system)
+        stage_before = stage_cpu_now(stack)
+        spies = start_profiles(stack, profile) if profile else []
         started = time.time()
         accepted = asyncio.run(submit(system.api_url, artwork_id, orders, unique=unique))
         submitted_s = time.time() - started
         last, counts = wait_delivered(url, accepted, timeout=timeout)
+        stop_profiles(spies)
         per_order = (commits(url) - before) / max(1, len(accepted))
         cpu = print_cpu(cpu_before, cpu_seconds(stack, url), len(accepted))
         print_actors(actors_before, actor_seconds(system), len(accepted))
+        print_stage_cpu(stage_before, stage_cpu_now(stack), len(accepted))
         if accepted:
             print_timeline(url, accepted[len(accepted) // 2])
     flush_redis()
@@ -360,9 +415,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--orders", type=int, help=f"orders per mode (default: cached {DEFAULT_ORDERS['cached']}, "
                                                    f"unique {DEFAULT_ORDERS['unique']})")
     parser.add_argument("--timeout", type=float, default=2700)
+    parser.add_argument("--profile", metavar="DIR", help="py-spy every process while the orders run (collapsed "
+                                                         "stacks in DIR/<process>.txt); costs some CPU itself")
     args = parser.parse_args(argv)
     modes = ["cached", "unique"] if args.mode == "both" else [args.mode]
-    return [run_mode(mode, args.orders or DEFAULT_ORDERS[mode], args.timeout) for mode in modes]
+    return [run_mode(mode, args.orders or DEFAULT_ORDERS[mode], args.timeout, args.profile) for mode in modes]
 
 
 if __name__ == "__main__":
