@@ -17,10 +17,11 @@ log = logging.getLogger(__name__)
 @dramatiq.actor(actor_name=actor_name(RouteOrder), queue_name=RouteOrder.QUEUE, max_retries=8)
 def route_order(order_id: str) -> None:
     c = container()
-    outcome = production.route_order(order_id, uow=c.uow(), now=c.now(), rules=c.production_rules())
+    rules = c.production_rules()  # read once for the route and the batcher: one read transaction fewer
+    outcome = production.route_order(order_id, uow=c.uow(), now=c.now(), rules=rules)
     if outcome == "routed":
-        try:
-            c.run_batcher()  # batch now rather than at the next scheduler beat: size-full batches go at once
+        try:  # batch now rather than at the next scheduler beat: size-full batches go at once
+            production.batch_ready_jobs(c.uow(), now=c.now(), rules=rules, new_id=c.ids.new)
         except Conflict:  # an ops manager edited a batch meanwhile: the route stands, the next beat batches
             log.info("order %s routed; batching left to the scheduler's next beat (concurrent batch edit)", order_id)
 
