@@ -128,16 +128,18 @@ class PartnerClient:
             return None if response.status_code == 404 else _job(response.json())
         raise PartnerUnavailable(f"partner {endpoint.partner_id}: lookup did not get through")
 
-    def photo(self, endpoint: PartnerEndpoint, url: str) -> bytes:
-        """The partner's photo of a printed item (an absolute URL from its webhook)."""
+    def photo(self, endpoint: PartnerEndpoint, url: str) -> bytes | None:
+        """The partner's photo of a printed item (an absolute URL from its webhook); None when the partner says it
+        has none (404: expired from its store, or the camera never took one)."""
         base = endpoint.base_url.rstrip("/")
         path = url[len(base):] if url.startswith(base) else None
         if path is None:
             raise PartnerRefused(f"partner {endpoint.partner_id}: photo URL {url[:80]!r} is not on its API")
         try:
-            return self._request(endpoint, "GET", path).content
+            response = self._request(endpoint, "GET", path, not_found_ok=True)
         except _Unknown as unknown:
             raise PartnerUnavailable(f"partner {endpoint.partner_id}: photo not reachable ({unknown})") from None
+        return None if response.status_code == 404 else response.content
 
     def stock(self, endpoint: PartnerEndpoint) -> dict[str, int]:
         try:

@@ -49,12 +49,14 @@ class QaRules:
     undo_window_s: float = 15.0  # an inspector's verdict takes effect only after this, so a slip can be undone
 
 
-def inspect_job(job_id: str, *, uow, store: ObjectStore, fetch_photo: Callable[[str, str], bytes],
+def inspect_job(job_id: str, *, uow, store: ObjectStore, fetch_photo: Callable[[str, str], bytes | None],
                 new_id: Callable[[str], str], now: Callable[[], datetime], rules: QaRules,
                 references: PreparedReferences | None = None) -> str:
     """Inspect a printed job once: store the photo, heat-map and aligned photo, then decide.
 
     Safe to run twice: a job that already has an inspection, or is no longer `printed`, is left alone.
+    `fetch_photo` answers None when the partner has no photo (gone from its store): a human looks instead of the
+    inspection retrying for a photo that will not come back.
     `references` keeps prepared print files by content hash and substrate (the worker passes a small LRU):
     every print of a popular design then skips decoding and reducing the same 4500x5400 file.
 
@@ -73,7 +75,11 @@ def inspect_job(job_id: str, *, uow, store: ObjectStore, fetch_photo: Callable[[
         stats = uow.inspections.history(partner_id=partner_id, line_id=job.line_id)
     if asset is None or not photo_url:
         return _ask_a_human(job_id, uow=uow, now=now, new_id=new_id, note="no photo or print file to compare")
-    photo = _decode(fetch_photo(partner_id, photo_url))
+    taken = fetch_photo(partner_id, photo_url)
+    if taken is None:
+        return _ask_a_human(job_id, uow=uow, now=now, new_id=new_id,
+                            note="the partner no longer has a photo of this print (expired or never taken)")
+    photo = _decode(taken)
     substrate = product_colour(colour)
     reference = _prepared(asset, substrate, store=store, references=references)
     result = inspect(reference, photo, dpi=float(asset["dpi"]), substrate=substrate, tolerances=rules.tolerances)

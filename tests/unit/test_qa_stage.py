@@ -121,6 +121,20 @@ def awaiting_review(api) -> tuple[str, str]:
         return order_id, conn.scalar(select(t.inspections.c.id))
 
 
+def test_a_photo_the_partner_no_longer_has_goes_to_an_inspector_instead_of_retrying(api):
+    order_id, job_id = printed_order(api)
+    svc = api.services
+    assert inspect_job(job_id, uow=svc.uow(), store=svc.store, fetch_photo=lambda _partner, _url: None,
+                       new_id=svc.ids.new, now=svc.now, rules=NO_SPOT_CHECKS) == "review"
+    with svc.engine.connect() as conn:
+        inspection = conn.execute(select(t.inspections)).one()
+        timeline = conn.scalars(select(t.order_events.c.payload).where(t.order_events.c.order_id == order_id)).all()
+    assert inspection.status == InspectionStatus.NEEDS_REVIEW
+    assert any("no longer has a photo" in str(payload) for payload in timeline)  # the inspector sees why
+    order, jobs = statuses(api, order_id)
+    assert order.status == OrderStatus.QA and jobs == [(JobStatus.PRINTED, 1, None)]
+
+
 WINDOW = QaRules().undo_window_s
 
 
