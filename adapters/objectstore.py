@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -34,6 +35,13 @@ def __getattr__(name: str) -> Any:
 _VERSION = re.compile(r"\d{20}-[0-9a-f]{12}")
 _VERSION_FILE = re.compile(r"\.v-(\d{20}-[0-9a-f]{12})(?:\.[A-Za-z0-9]{1,10})?")
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")
+
+
+def _folder_prefix(prefix: str) -> str:
+    """`prefix` if it names one folder ("a/b/"); an empty or unterminated one could erase other keys too."""
+    if not prefix.endswith("/") or not prefix.strip("/"):
+        raise ValueError(f"prefix {prefix!r} must name a folder: non-empty and ending in '/'")
+    return prefix
 
 
 class LocalVersionedStore:
@@ -119,6 +127,29 @@ class LocalVersionedStore:
                 pass
         self._prune(self._folder(key))
         log.info("erased %s version(s) of %s", removed, key)
+        return removed
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Erase every version of every key under the folder `prefix` (ending in "/") and the folders it leaves
+        empty; returns how many versions went. A put racing with it may survive: run it again if that matters.
+
+        Raises:
+            ValueError: `prefix` is empty, does not end in "/", or is unsafe (as a key would be).
+        """
+        folder = self._folder(_folder_prefix(prefix).removesuffix("/"))
+        removed = 0
+        for where, _, names in os.walk(folder, topdown=False):  # symlinks are not followed
+            for name in names if where != str(folder) else ():  # those are the versions of key `a/b`, not under it
+                if _VERSION_FILE.fullmatch(name):
+                    try:
+                        os.unlink(os.path.join(where, name))
+                        removed += 1
+                    except FileNotFoundError:  # another process erased it first
+                        pass
+            with contextlib.suppress(OSError):  # a put is landing a version here, or it is already gone
+                os.rmdir(where)
+        self._prune(folder.parent)
+        log.info("erased %s version(s) under %s", removed, prefix)
         return removed
 
     def _folder(self, key: str) -> Path:

@@ -163,25 +163,48 @@ def code_fingerprint(cls: type) -> str:
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
+def _readable(name: str) -> str:
+    """`name` as one safe key segment (no dots, slashes or spaces), at most 80 characters."""
+    return _UNSAFE.sub("-", name).strip("-")[:80] or "x"
+
+
 class StoredPreparations(Generic[T]):
     """Prepared `cls` values in the object store under `prefix`, one key per name (e.g. content hash + substrate).
 
     The key carries the encoding's format and `code_fingerprint(cls)`, so entries written by other code are
     never read: they are left for the store's cleanup (same prefix), not overwritten.
+
+    With `folder` (name -> a folder ending in "/", e.g. `core.erasable.qa_references_of` of the content hash),
+    every code version's entries of a name share that folder instead of `prefix`, so they are deleted together
+    (`ObjectStore.delete_prefix`): an entry derived from a customer's print file is erased with the print file.
     """
 
-    def __init__(self, store: ObjectStore, cls: type[T], *, prefix: str = "cache/prepared") -> None:
-        self.store, self.cls = store, cls
-        self.prefix = f"{prefix.strip('/')}/{cls.__qualname__.lower()}-f{FORMAT}-{code_fingerprint(cls)}"
+    def __init__(self, store: ObjectStore, cls: type[T], *, prefix: str = "cache/prepared",
+                 folder: Callable[[str], str] | None = None) -> None:
+        self.store, self.cls, self.folder = store, cls, folder
+        self.version = f"{cls.__qualname__.lower()}-f{FORMAT}-{code_fingerprint(cls)}"
+        self.prefix = f"{prefix.strip('/')}/{self.version}"
 
     def key(self, name: str) -> str:
-        readable = _UNSAFE.sub("-", name).strip("-")[:80] or "x"
-        return f"{self.prefix}/{readable}-{hashlib.sha256(name.encode()).hexdigest()[:16]}.npz"
+        """`<prefix>/<class>-f<FORMAT>-<fingerprint>/<name>-<hash>.npz`, or with `folder`
+        `<folder(name)><class>-f<FORMAT>-<fingerprint>-<name>-<hash>.npz`.
+
+        Raises:
+            ValueError: `folder` gave no folder (empty, absolute, or not ending in "/").
+        """
+        end = f"{_readable(name)}-{hashlib.sha256(name.encode()).hexdigest()[:16]}.npz"
+        if self.folder is None:
+            return f"{self.prefix}/{end}"
+        folder = self.folder(name)
+        if not folder.endswith("/") or folder.startswith("/") or folder == "/":
+            raise ValueError(f"prepared entry folder {folder!r} of {name!r}: a relative path ending in '/'")
+        return f"{folder}{self.version}-{end}"
 
     def load(self, name: str) -> T | None:
         """The stored value, or None when absent, unreadable (logged) or the store did not answer (logged)."""
-        key = self.key(name)
+        key = name
         try:
+            key = self.key(name)
             data = self.store.get(key)
         except KeyError:
             return None
@@ -197,8 +220,9 @@ class StoredPreparations(Generic[T]):
 
     def save(self, name: str, value: T) -> bool:
         """Store `value` under `name`; False (logged) when it cannot be encoded or the store refused it."""
-        key = self.key(name)
+        key = name
         try:
+            key = self.key(name)
             self.store.put(key, encode(value), content_type="application/octet-stream")
         except Exception as error:  # noqa: BLE001 - an unsaved preparation is only made again elsewhere
             log.warning("prepared %s: could not store %s (%s: %s)", self.cls.__qualname__, key,

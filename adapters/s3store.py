@@ -63,6 +63,7 @@ class S3Store:
         self.sse = sse
         self.preview_prefix = preview_prefix
         self.preview_expiry_days = preview_expiry_days
+        self.list_page_size = 1000  # entries per ListObjectVersions page (S3's most); small in tests of paging
         self.client = client or make_client(endpoint_url=endpoint_url, region=region, access_key=access_key,
                                             secret_key=secret_key)
 
@@ -147,18 +148,44 @@ class S3Store:
         data_versions = list(self._listed(key, "Versions"))
         targets = [{"Key": key, "VersionId": entry["VersionId"]}
                    for entry in data_versions + list(self._listed(key, "DeleteMarkers"))]
+        self._delete_versions(targets, key)
+        log.info("erased %s version(s) of %s", len(data_versions), key)
+        return len(data_versions)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Erase every version and delete marker of every key under the folder `prefix` (ending in "/");
+        returns how many data versions went. A put racing with it may survive: run it again if that matters.
+
+        Raises:
+            ValueError: `prefix` is empty or does not end in "/".
+            StorageUnavailable: the endpoint did not answer, or S3 refused to delete some versions.
+        """
+        if not prefix.endswith("/") or not prefix.strip("/"):
+            raise ValueError(f"prefix {prefix!r} must name a folder: non-empty and ending in '/'")
+        data, targets = 0, []
+        paginator = self.client.get_paginator("list_object_versions")
+        with self._translated(prefix):  # listed whole before deleting, so no page is shifted under the listing
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix,
+                                           PaginationConfig={"PageSize": self.list_page_size}):
+                versions = page.get("Versions", [])
+                data += len(versions)
+                targets += [{"Key": e["Key"], "VersionId": e["VersionId"]}
+                            for e in versions + page.get("DeleteMarkers", [])]
+        self._delete_versions(targets, prefix)
+        log.info("erased %s version(s) under %s", data, prefix)
+        return data
+
+    def _delete_versions(self, targets: list[dict[str, str]], what: str) -> None:
         for start in range(0, len(targets), _DELETE_BATCH):
-            with self._translated(key):
+            with self._translated(what):
                 batch = targets[start:start + _DELETE_BATCH]
                 response = self.client.delete_objects(Bucket=self.bucket,
                                                       Delete={"Objects": batch, "Quiet": True})
             if response.get("Errors"):
                 errors = response["Errors"]
                 first = f"{errors[0].get('Code')}: {errors[0].get('Message')}"
-                raise StorageUnavailable(f"S3 kept {len(errors)} version(s) of {key!r} ({first}); "
+                raise StorageUnavailable(f"S3 kept {len(errors)} version(s) of {what!r} ({first}); "
                                          "run the erasure again.")
-        log.info("erased %s version(s) of %s", len(data_versions), key)
-        return len(data_versions)
 
     def _listed(self, key: str, kind: str) -> Iterator[dict[str, Any]]:
         """Entries of `kind` ("Versions" or "DeleteMarkers") of exactly `key`, in S3's order: newest first."""

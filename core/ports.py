@@ -62,3 +62,11 @@ class ObjectStore(Protocol):
 
     def delete_all_versions(self, key: str) -> int:
         """Erase every version of `key` (erasure requests); returns how many versions were removed."""
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Erase every version of every key under the folder `prefix` (non-empty, ending in "/"); returns how
+        many versions were removed. Keys that merely start with the same letters (`a/bc` for `a/b/`) stay.
+
+        Raises:
+            ValueError: `prefix` is empty or does not end in "/" (it would name more than one folder).
+        """

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, Table, Text, func, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from core.commands import Address
+from core.erasable import qa_references_of
 from core.errors import PressroomError
 from core.events import Noted
 from core.ports import ObjectStore
@@ -153,6 +154,7 @@ class ErasureReport:
     inbox_bodies: int
     objects: int
     object_versions: int
+    prepared_versions: int = 0  # versions of QA's prepared copies of their print files (`core.erasable`)
 
 
 def pseudonym(customer_id: str) -> str:
@@ -190,15 +192,17 @@ def _address_strings(address: Address | None) -> list[str]:
     return [address.name, address.line1, address.line2, address.postal_code, address.city]
 
 
-def _object_keys(session: Session, customer_ids: list[str], order_ids: list[str]) -> list[str]:
-    """Every stored object that holds this customer's PII and no one else's work.
+def _object_keys(session: Session, customer_ids: list[str], order_ids: list[str]) -> tuple[list[str], list[str]]:
+    """Every stored object that holds this customer's PII and no one else's work, and the folders of copies
+    derived from them: (keys, prefixes).
 
     Labels (the address), QA photos and heat-maps of their prints, the rendered print files and previews of
     personalised lines (their text), and the artwork they uploaded themselves (no designer) — unless another
-    customer's line uses the same artwork or asset (then it is not theirs alone).
+    customer's line uses the same artwork or asset (then it is not theirs alone). The prefixes hold the prepared
+    copies QA workers keep of those print files (`core.erasable`), of every code version.
     """
     if not order_ids:
-        return []
+        return [], []
     lines, orders = t.order_lines, t.orders
     own = session.execute(select(lines.c.artwork_id, lines.c.asset_id, lines.c.texts)
                           .where(lines.c.order_id.in_(order_ids))).all()
@@ -217,8 +221,11 @@ def _object_keys(session: Session, customer_ids: list[str], order_ids: list[str]
                                                              or r.artwork_id in private_art)}
     shared_assets = set(session.scalars(select(lines.c.asset_id).where(
         lines.c.asset_id.in_(asset_ids), lines.c.id.in_(others))))
+    prefixes: set[str] = set()
     for asset in session.execute(select(t.assets).where(t.assets.c.id.in_(asset_ids - shared_assets))):
         keys.update(k for k in (asset.print_file_key, asset.pdf_key, asset.preview_key) if k)
+        if asset.sha256:
+            prefixes.add(qa_references_of(asset.sha256))
     for shipment in session.execute(select(t.shipments.c.label_key).where(t.shipments.c.order_id.in_(order_ids))):
         if shipment.label_key:
             keys.add(shipment.label_key)
@@ -227,15 +234,16 @@ def _object_keys(session: Session, customer_ids: list[str], order_ids: list[str]
     for row in session.execute(select(ins.c.photo_key, ins.c.heatmap_key, ins.c.aligned_key)
                                .where(ins.c.order_id.in_(order_ids))):
         keys.update(k for k in row if k)
-    return sorted(keys)
+    return sorted(keys), sorted(prefixes)
 
 
 def erase_customer(engine: Engine, store: ObjectStore, *, email: str, actor: str, now: datetime,
                    include_open_orders: bool = False, batch_size: int = 500) -> ErasureReport:
     """Erase a customer's PII (an erasure request) and keep their order records, pseudonymised, for accounting.
 
-    Objects go first (every version), then one transaction replaces the PII in the database: a crash between
-    the two leaves the customer findable by e-mail, and running it again finishes the job.
+    Objects go first (every version; QA's prepared copies of their print files too), then one transaction
+    replaces the PII in the database: a crash between the two leaves the customer findable by e-mail, and
+    running it again finishes the job.
 
     Args:
         include_open_orders: erase even while orders are not yet delivered, cancelled or failed (they can then
@@ -261,10 +269,11 @@ def erase_customer(engine: Engine, store: ObjectStore, *, email: str, actor: str
                                   "anyway (they can then no longer be shipped)")
         order_ids = list(session.scalars(select(t.orders.c.id).where(t.orders.c.customer_id.in_(customer_ids))
                                          .order_by(t.orders.c.placed_at)))
-        keys = _object_keys(session, customer_ids, order_ids)
+        keys, prefixes = _object_keys(session, customer_ids, order_ids)
     finally:
         session.close()
     versions = sum(store.delete_all_versions(key) for key in keys)
+    prepared = sum(store.delete_prefix(prefix) for prefix in prefixes)
     with Session(engine) as session, session.begin():
         found = _customers(session, email)
         if not found:
@@ -317,11 +326,12 @@ def erase_customer(engine: Engine, store: ObjectStore, *, email: str, actor: str
                 at=at, actor=actor, action="customer.erase", target_type="customer", target_id=customer.id,
                 order_id=None, before=None,
                 after={"orders": len(order_ids), "objects": len(keys), "object_versions": versions,
-                       "inbox_bodies": inbox}))
-    log.info("erased customer %s: %s orders kept pseudonymised, %s objects (%s versions), %s inbox bodies",
-             ",".join(customer_ids), len(order_ids), len(keys), versions, inbox)
+                       "prepared_versions": prepared, "inbox_bodies": inbox}))
+    log.info("erased customer %s: %s orders kept pseudonymised, %s objects (%s versions), %s prepared copies of "
+             "%s print files, %s inbox bodies", ",".join(customer_ids), len(order_ids), len(keys), versions,
+             prepared, len(prefixes), inbox)
     return ErasureReport(customer_ids=tuple(customer_ids), orders=len(order_ids), inbox_bodies=inbox,
-                         objects=len(keys), object_versions=versions)
+                         objects=len(keys), object_versions=versions, prepared_versions=prepared)
 
 
 def _mentions(text: str, markers: list[str]) -> bool:

@@ -13,6 +13,7 @@ import dramatiq
 
 from adapters.prepared import StoredPreparations
 from core.commands import InspectJob, actor_name
+from core.erasable import qa_reference_sha256, qa_references_of
 from core.ports import ObjectStore
 from core.qa import PreparedReference
 from core.services.qa import inspect_job
@@ -95,7 +96,9 @@ class SharedReferences:
 
 
 def shared_references(store: ObjectStore, local: Lru[str, PreparedReference] = REFERENCES) -> SharedReferences:
-    return SharedReferences(local, StoredPreparations(store, PreparedReference, prefix="cache/qa-references"))
+    """Prepared print files in `core.erasable.qa_references_of(<print file sha256>)`: erased with the asset."""
+    return SharedReferences(local, StoredPreparations(
+        store, PreparedReference, folder=lambda name: qa_references_of(qa_reference_sha256(name))))
 
 
 @dramatiq.actor(actor_name=actor_name(InspectJob), queue_name=InspectJob.QUEUE, max_retries=10,

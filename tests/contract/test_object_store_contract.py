@@ -134,6 +134,34 @@ def test_delete_all_versions_leaves_keys_that_share_its_prefix_alone(store: Obje
     assert [store.get(neighbour) for neighbour in neighbours] == [n.encode() for n in neighbours]
 
 
+def test_delete_prefix_erases_every_version_of_every_key_under_the_folder_and_nothing_else(
+        store: ObjectStore) -> None:
+    under = ["cache/qa/abc/v1-white.npz", "cache/qa/abc/v2-white.npz", "cache/qa/abc/deeper/v1-black.npz"]
+    for key in under:
+        store.put(key, b"old", content_type="application/octet-stream")
+        store.put(key, b"new", content_type="application/octet-stream")
+    neighbours = ["cache/qa/abcd/v1-white.npz", "cache/qa/abc", "cache/qa/ab/c.npz", "cache/qa/other/v1.npz"]
+    for key in neighbours:
+        store.put(key, key.encode(), content_type="application/octet-stream")
+
+    removed = store.delete_prefix("cache/qa/abc/")
+
+    assert removed == 6
+    assert [store.versions(key) for key in under] == [[], [], []]
+    assert [store.get(key) for key in neighbours] == [key.encode() for key in neighbours]
+    assert store.delete_prefix("cache/qa/abc/") == 0
+
+
+@pytest.mark.parametrize("prefix", ["", "/", "cache/qa/abc", "cache"])
+def test_delete_prefix_refuses_a_prefix_that_is_not_one_folder(store: ObjectStore, prefix: str) -> None:
+    store.put("cache/qa/abc/v1.npz", b"entry", content_type="application/octet-stream")
+
+    with pytest.raises(ValueError, match="folder"):
+        store.delete_prefix(prefix)
+
+    assert store.get("cache/qa/abc/v1.npz") == b"entry"
+
+
 def test_the_url_serves_the_current_bytes_to_a_plain_http_or_file_client(store: ObjectStore) -> None:
     store.put(KEY, b"render 1", content_type="image/png")
     store.put(KEY, b"render 2", content_type="image/png")
@@ -218,6 +246,14 @@ def test_the_folder_url_is_a_file_uri_ending_in_the_key_extension(folder_store: 
     assert url.startswith("file:///") and url.endswith(".png")
 
 
+def test_erasing_a_prefix_prunes_the_folders_it_left_empty(folder_store: LocalVersionedStore) -> None:
+    folder_store.put("cache/qa/abc/v1/white.npz", b"entry", content_type="application/octet-stream")
+
+    folder_store.delete_prefix("cache/qa/abc/")
+
+    assert list(folder_store.root.iterdir()) == []
+
+
 def test_erasing_a_key_prunes_the_folders_it_left_empty(folder_store: LocalVersionedStore) -> None:
     folder_store.put("orders/o-9/print.png", b"render", content_type="image/png")
 
@@ -255,6 +291,22 @@ def test_erasure_also_removes_delete_markers_left_by_plain_deletes(s3_store: S3S
 
     listing = s3_store.client.list_object_versions(Bucket=s3_store.bucket, Prefix=KEY)
     assert removed == 1
+    assert listing.get("Versions", []) == [] and listing.get("DeleteMarkers", []) == []
+
+
+def test_delete_prefix_reads_every_page_of_versions_and_delete_markers(s3_store: S3Store) -> None:
+    s3_store.list_page_size = 2  # seven versions and a delete marker over four pages
+    keys = [f"cache/qa/abc/entry-{n}.npz" for n in range(3)]
+    for key in keys:
+        s3_store.put(key, b"v1", content_type="application/octet-stream")
+        s3_store.put(key, b"v2", content_type="application/octet-stream")
+    s3_store.put("cache/qa/abc/gone.npz", b"v1", content_type="application/octet-stream")
+    s3_store.client.delete_object(Bucket=s3_store.bucket, Key="cache/qa/abc/gone.npz")
+
+    removed = s3_store.delete_prefix("cache/qa/abc/")
+
+    listing = s3_store.client.list_object_versions(Bucket=s3_store.bucket, Prefix="cache/")
+    assert removed == 7
     assert listing.get("Versions", []) == [] and listing.get("DeleteMarkers", []) == []
 
 
