@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import and_, event, func, insert, inspect, or_, select, update
+from sqlalchemy import and_, event, func, insert, inspect, literal, or_, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from core.catalogue import ArtworkInfo, TemplateSpec, Variant
@@ -119,6 +119,22 @@ class OrderRepository:
                                    .where(o.c.channel == channel, o.c.external_id == external_id)).first()
         return None if row is None else {"id": row.id, "number": row.number, "status": str(row.status),
                                          "total_cents": row.total_cents, "currency": row.currency}
+
+    def replay_of(self, key: str, channel: str, external_id: str
+                  ) -> tuple[tuple[str, dict[str, Any]] | None, dict[str, Any] | None]:
+        """What a checkout replays, in one read: the Idempotency-Key's (request hash, response) and the summary of
+        the channel's order `external_id` (each None when absent). One row always comes back (two outer joins
+        from a one-row table); the two separate reads were one round trip more on every checkout."""
+        k, o = t.idempotency_keys, t.orders
+        one = select(literal(1).label("one")).subquery()
+        row = self.session.execute(
+            select(k.c.request_hash, k.c.response, o.c.id, o.c.number, o.c.status, o.c.total_cents, o.c.currency)
+            .select_from(one.outerjoin(k, k.c.key == key)
+                         .outerjoin(o, and_(o.c.channel == channel, o.c.external_id == external_id)))).one()
+        seen = None if row.request_hash is None else (row.request_hash, row.response)
+        order = None if row.id is None else {"id": row.id, "number": row.number, "status": str(row.status),
+                                             "total_cents": row.total_cents, "currency": row.currency}
+        return seen, order
 
     def stuck(self, cutoffs: Mapping[OrderStatus, datetime], *, limit: int) -> list[Order]:
         """Orders whose status (or last re-drive) is older than that status's cutoff."""

@@ -107,13 +107,14 @@ def place_order(cmd: PlaceOrder, *, uow, payments: Payments, ids: Ids, now: date
 
 def _replay(uow, cmd: PlaceOrder, idempotency_key: str | None, request_hash: str | None) -> IntakeResult | None:
     if idempotency_key:
-        seen = uow.idempotency.get(idempotency_key)
+        seen, existing = uow.orders.replay_of(idempotency_key, str(cmd.channel), cmd.external_id)
         if seen is not None:
             first_hash, response = seen
             if first_hash != request_hash:
                 raise IdempotencyConflict("This Idempotency-Key was already used for a different order.")
             return IntakeResult(order=response, created=False)
-    existing = uow.orders.summary_by_external(str(cmd.channel), cmd.external_id)
+    else:
+        existing = uow.orders.summary_by_external(str(cmd.channel), cmd.external_id)
     if existing is not None:
         return IntakeResult(order=PlacedOrder(**existing), created=False)
     return None
