@@ -218,6 +218,7 @@ def cmd_erase_customer(args: argparse.Namespace, settings: Settings) -> int:
         engine.dispose()
     print(f"erased customer {', '.join(report.customer_ids)}: {report.orders} order(s) kept pseudonymised, "
           f"{report.objects} object(s) deleted ({report.object_versions} version(s)), "
+          f"{report.prepared_versions} QA prepared copy(ies) of their prints deleted, "
           f"{report.inbox_bodies} webhook body(ies) scrubbed")
     return 0
 
