@@ -65,6 +65,11 @@ class System:
     metrics_url: str | None = None  # one worker's Prometheus exporter (both workers share its database)
 
 
+PHOTOS_KEPT = 20_000
+"""Photos the partner sim keeps (its store is memory; 500 by default): a real partner keeps them for days, and a
+5,000-order soak's QA backlog outgrew 500, so its oldest prints lost their photos before QA asked."""
+
+
 def start_system(stack: Stack, *, workers: int = 2, threads: int = 8) -> System:
     """Every process of the Procfile on free ports, sims at zero delay, `workers` worker processes."""
     api_port, partner_port, carrier_port, smtp_port, mail_http, sms_port = (free_port() for _ in range(6))
@@ -89,7 +94,7 @@ def start_system(stack: Stack, *, workers: int = 2, threads: int = 8) -> System:
     stack.start("scheduler", sys.executable, "-m", "workers.scheduler")
     stack.start("partners", sys.executable, "-m", "sims.partner", "--port", str(partner_port), "--instant",
                 "--callback-base", api_url, "--defect-rate", "0", "--duplicate-rate", "0", "--reorder-rate", "0",
-                "--stock", str(UNLIMITED_STOCK))
+                "--stock", str(UNLIMITED_STOCK), "--photo-cap", str(PHOTOS_KEPT))
     stack.start("carrier", sys.executable, "-m", "sims.carrier", "--port", str(carrier_port), "--time-scale",
                 "10000000", "--webhook-url", f"{api_url}/webhooks/carrier/easypost")
     stack.start("mail", sys.executable, "-m", "sims.smtp_sink", "--smtp-port", str(smtp_port), "--http-port",
