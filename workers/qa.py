@@ -25,11 +25,13 @@ V = TypeVar("V")
 
 
 class Lru(MutableMapping[K, V], Generic[K, V]):
-    """A small thread-safe mapping that forgets the least recently used entry beyond `size`."""
+    """A small thread-safe mapping that forgets the least recently used entries once their weight is over `size`
+    (by default each weighs 1, so `size` is a count); the newest entry is kept whatever it weighs."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self, size: int, weigh: Callable[[V], int] = lambda _value: 1) -> None:
+        self.size, self.weigh = size, weigh
         self._items: OrderedDict[K, V] = OrderedDict()
+        self._weight = 0
         self._lock = threading.Lock()
         self._making: dict[K, threading.Lock] = {}
 
@@ -40,14 +42,17 @@ class Lru(MutableMapping[K, V], Generic[K, V]):
 
     def __setitem__(self, key: K, value: V) -> None:
         with self._lock:
+            if key in self._items:
+                self._weight -= self.weigh(self._items[key])
             self._items[key] = value
             self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            self._weight += self.weigh(value)
+            while self._weight > self.size and len(self._items) > 1:
+                self._weight -= self.weigh(self._items.popitem(last=False)[1])
 
     def __delitem__(self, key: K) -> None:
         with self._lock:
-            del self._items[key]
+            self._weight -= self.weigh(self._items.pop(key))
 
     def __iter__(self) -> Iterator[K]:
         with self._lock:
@@ -76,8 +81,9 @@ class Lru(MutableMapping[K, V], Generic[K, V]):
         return found
 
 
-REFERENCES: Lru[str, PreparedReference] = Lru(16)
-"""Prepared print files of this process (≈ 2.5 MB each at the working scale): popular designs stay in it."""
+REFERENCES: Lru[str, PreparedReference] = Lru(256 * 2**20, weigh=lambda reference: reference.nbytes)
+"""Prepared print files of this process, at most 256 MB of them (≈ 24 MB each at the working scale: about ten
+designs): popular designs stay in it."""
 
 
 class SharedReferences:

@@ -43,6 +43,21 @@ def test_the_cache_of_prepared_print_files_forgets_the_least_recently_used():
     assert sorted(cache) == ["a", "c"] and cache.get("b") is None
 
 
+def test_the_cache_holds_prepared_print_files_up_to_a_size_in_bytes_not_a_count():
+    cache = Lru(100, weigh=len)
+    cache["a"], cache["b"] = b"x" * 40, b"y" * 40
+    cache["c"] = b"z" * 40  # 120 bytes: the least recently used goes
+    assert sorted(cache) == ["b", "c"]
+    cache["b"] = b"y"  # replacing an entry counts its new size only
+    cache["d"] = b"w" * 50
+    assert sorted(cache) == ["b", "c", "d"]
+    cache["huge"] = b"h" * 500  # the newest stays even alone over the limit
+    assert sorted(cache) == ["huge"]
+    del cache["huge"]
+    cache["e"] = b"e" * 90
+    assert sorted(cache) == ["e"]
+
+
 def test_prints_of_a_new_design_reaching_qa_together_prepare_its_print_file_once():
     import threading
     import time
