@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 import db
-from tests.conftest import settings_for
+from tests.conftest import ApiHarness, settings_for
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -16,3 +18,12 @@ def engine(request):
     engine = db.make_engine(url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def harness(pg_url, tmp_path) -> Iterator[ApiHarness]:
+    """The real API's services on a fresh PostgreSQL database (test_pii_lifecycle keeps its own, which also
+    restores the test keys)."""
+    h = ApiHarness(pg_url, tmp_path)
+    yield h
+    h.services.engine.dispose()

@@ -8,17 +8,22 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from sqlalchemy import func, select
 
 from adapters.carrier import EasyPostCarrier
 from core.commands import Address
 from core.services.shipping import CarrierUnavailable
 from core.states import OrderStatus, ShipmentStatus
-from db import tables as t
 from sims.carrier import BackgroundServer, CarrierSimConfig
 from sims.faultproxy import FaultProxy, Mode, Rule
-from tests.conftest import ApiHarness
-from tests.unit.test_shipping_stage import KEY, ledger, order_row, ready_to_ship, ship, shipment_row
+from tests.unit.test_shipping_stage import (
+    KEY,
+    ledger,
+    order_row,
+    ready_to_ship,
+    ship,
+    shipment_row,
+    shipments_of,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -38,13 +43,6 @@ def proxy(sim) -> Iterator[FaultProxy]:
 
 
 @pytest.fixture
-def harness(pg_url, tmp_path) -> Iterator[ApiHarness]:
-    h = ApiHarness(pg_url, tmp_path)
-    yield h
-    h.services.engine.dispose()
-
-
-@pytest.fixture
 def carrier(proxy, redis_url) -> EasyPostCarrier:
     """The adapter as a worker builds it, talking to the carrier through the proxy."""
     return EasyPostCarrier(KEY, f"{proxy.url}/v2", timeout_s=1, redis_client=redis.Redis.from_url(redis_url),
@@ -53,11 +51,6 @@ def carrier(proxy, redis_url) -> EasyPostCarrier:
 
 def calls(proxy: FaultProxy) -> list[str]:
     return [f"{e.method} {e.target}{' (' + e.fault + ')' if e.fault else ''}" for e in proxy.exchanges()]
-
-
-def shipment_records(harness, order_id: str) -> int:
-    with harness.services.engine.connect() as conn:
-        return conn.scalar(select(func.count()).select_from(t.shipments).where(t.shipments.c.order_id == order_id))
 
 
 def test_a_create_whose_answer_is_lost_is_found_by_reference_on_the_retry_and_bought_once(harness, sim, proxy,
@@ -86,7 +79,7 @@ def test_a_create_whose_answer_is_lost_is_found_by_reference_on_the_retry_and_bo
     shipment = shipment_row(harness, order_id)
     assert shipment.status == ShipmentStatus.PURCHASED and list(books["purchases_by_shipment"]) == [
         shipment.carrier_shipment_id]
-    assert shipment_records(harness, order_id) == 1
+    assert shipments_of(harness, order_id) == 1
     assert harness.services.store.get(shipment.label_key).startswith(b"\x89PNG")
     assert order_row(harness, order_id).status == OrderStatus.LABEL_CREATED
 

@@ -9,15 +9,21 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import redis
-from sqlalchemy import func, select
 
 from adapters.carrier import EasyPostCarrier
 from core.services.shipping import CarrierUnavailable
 from core.states import OrderStatus, ShipmentStatus
-from db import tables as t
 from sims.carrier import BackgroundServer, CarrierSimConfig
-from tests.conftest import ApiHarness
-from tests.unit.test_shipping_stage import KEY, control, ledger, order_row, ready_to_ship, ship, shipment_row
+from tests.unit.test_shipping_stage import (
+    KEY,
+    control,
+    ledger,
+    order_row,
+    ready_to_ship,
+    ship,
+    shipment_row,
+    shipments_of,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -30,22 +36,10 @@ def sim() -> Iterator[BackgroundServer]:
 
 
 @pytest.fixture
-def harness(pg_url, tmp_path) -> Iterator[ApiHarness]:
-    h = ApiHarness(pg_url, tmp_path)
-    yield h
-    h.services.engine.dispose()
-
-
-@pytest.fixture
 def carrier(sim, redis_url) -> EasyPostCarrier:
     """The adapter as a worker builds it: a 1-second timeout, the rate limit shared through real Redis."""
     return EasyPostCarrier(KEY, sim.api_base, timeout_s=1, redis_client=redis.Redis.from_url(redis_url),
                            rate_per_s=50, burst=50)
-
-
-def shipments_of(harness, order_id: str) -> int:
-    with harness.services.engine.connect() as conn:
-        return conn.scalar(select(func.count()).select_from(t.shipments).where(t.shipments.c.order_id == order_id))
 
 
 @pytest.mark.parametrize("mode", ["sleep", "drop"])

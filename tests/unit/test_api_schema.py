@@ -154,16 +154,20 @@ def test_the_schema_states_how_long_a_text_slots_name_and_its_text_may_be(api):
         TEXT_SLOT_NAME_MAX, TEXT_MAX) == (60, 1_000)
 
 
+def place_with_texts(api, texts: dict[str, str]):
+    """POST an otherwise valid order whose one line carries `texts`."""
+    body = api.order_body(api.upload()["id"])
+    body["lines"][0]["texts"] = texts
+    return api.client.post("/v1/orders", json=body)
+
+
 @pytest.mark.parametrize(("texts", "field", "says"), [
     ({"h" * 61: "Best Dad Ever"}, "lines[0].texts." + "h" * 61, "the name"),
     ({"headline": "x" * 1_001}, "lines[0].texts.headline", "1000 characters"),
 ])
 def test_a_text_slot_name_or_text_over_the_schemas_length_is_a_422_naming_it_and_no_order(api, texts, field, says):
-    # given an order whose line's custom text is one character over what the schema states
-    body = api.order_body(api.upload()["id"])
-    body["lines"][0]["texts"] = texts
-    # when it is placed
-    response = api.client.post("/v1/orders", json=body)
+    # given an order whose line's custom text is one character over what the schema states, when it is placed
+    response = place_with_texts(api, texts)
     # then it is a 422 problem on exactly that entry, saying what is too long, and nothing was recorded
     assert problem_types(response) == ("application/problem+json", 422), response.text
     errors = {e["field"]: e["message"] for e in response.json()["errors"]}
@@ -176,11 +180,9 @@ def test_a_text_slot_name_or_text_over_the_schemas_length_is_a_422_naming_it_and
     ({"headline": "x" * 1_000}, "lines[0].texts.headline", "text_too_long"),
 ])
 def test_text_at_the_schemas_length_reaches_core_whole(api, texts, field, code):
-    # given custom text exactly as long as the schema allows
-    body = api.order_body(api.upload()["id"])
-    body["lines"][0]["texts"] = texts
-    # when it is placed, then core judges the whole of it (its own rule, its own code), on the same entry
-    response = api.client.post("/v1/orders", json=body)
+    # given custom text exactly as long as the schema allows, when it is placed,
+    response = place_with_texts(api, texts)
+    # then core judges the whole of it (its own rule, its own code), on the same entry
     assert response.status_code == 422, response.text
     assert [(e["field"], e["code"]) for e in response.json()["errors"]] == [(field, code)]
 

@@ -167,6 +167,12 @@ def shipment_row(api, order_id: str):
         return conn.execute(select(t.shipments).where(t.shipments.c.order_id == order_id)).one()
 
 
+def shipments_of(api, order_id: str) -> int:
+    """How many shipment records the order has (a retry must not add a second)."""
+    with api.services.engine.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(t.shipments).where(t.shipments.c.order_id == order_id))
+
+
 def timeline(api, order_id: str) -> list[tuple[str, dict]]:
     with api.services.engine.connect() as conn:
         return [(r.type, r.payload) for r in conn.execute(
