@@ -33,9 +33,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
 from sqlalchemy import create_engine, text
 from tqdm import tqdm
 
+from adapters.broker import NAMESPACE
 from battery.framework import Figure, could_not_run, count_figure, failures, table
 from battery.system import (
     SHARED_PG,
@@ -344,6 +346,7 @@ def sigstop(orders: int, workdir: Path, timeout: float, *, stops: int = 200) -> 
     rounds: list[tuple[str, bool, float]] = []  # (carrier shipment id, redelivered while stopped, stopped for s)
     missed: list[str] = []  # buys that ended before the SIGSTOP landed
     early: list[str] = []  # shipments another message asked about within half the heartbeat timeout of a stop
+    early_handovers: list[str] = []  # of those, the ones that came after the stopped worker's heartbeat went stale
     carrier: dict = {}
 
     def prepare(run: Run):
@@ -353,6 +356,11 @@ def sigstop(orders: int, workdir: Path, timeout: float, *, stops: int = 200) -> 
 
     def fault(run: Run) -> None:
         watch, stopped_ids = carrier["c"].watch, set()
+        beats = redis.Redis.from_url(run.redis.url, socket_timeout=5)
+
+        def heartbeats() -> dict[bytes, float]:
+            return dict(beats.zrange(f"{NAMESPACE}:__heartbeats__", 0, -1, withscores=True))
+
         while not run.stop.is_set() and len(rounds) < stops:
             run.system.supervise()
             caught = [(p, sid) for p, sid in watch.buying() if sid not in stopped_ids]
@@ -368,6 +376,7 @@ def sigstop(orders: int, workdir: Path, timeout: float, *, stops: int = 200) -> 
                 continue
             before, stopped_at = watch.touches[shipment], time.monotonic()
             os.killpg(group, signal.SIGSTOP)
+            beats_at_stop = heartbeats()
             if watch.in_flight_for(port) != shipment:
                 # the carrier answered between the catch and the stop (finding the socket's process takes a
                 # while on a loaded machine): the worker may have acked already, so nothing would be redelivered;
@@ -379,12 +388,21 @@ def sigstop(orders: int, workdir: Path, timeout: float, *, stops: int = 200) -> 
                 # a request about the shipment sooner than half the heartbeat timeout is not the broker handing
                 # the message over (it waits for the heartbeat to go stale) but another message for the order
                 # (a reconciler re-drive): noted, and the wait goes on for the redelivery
+                # But the broker hands a message over once its worker's *last heartbeat* (any broker command it
+                # sent) is older than the timeout, and on a loaded machine that can be seconds before the stop:
+                # a request after that moment, with the stopped worker's heartbeat gone quiet, is the handover.
                 patience, too_soon = STOP_HEARTBEAT_MS / 1000 + 60, STOP_HEARTBEAT_MS / 2000
+                first_touch = None
                 while time.monotonic() - stopped_at < too_soon:
+                    if first_touch is None and watch.touches[shipment] > before:
+                        first_touch = time.time()
                     run.stop.wait(0.1)
                 if watch.touches[shipment] > before:
-                    early.append(shipment)
-                    before = watch.touches[shipment]
+                    if handover_due(beats_at_stop, heartbeats()) <= (first_touch or time.time()):
+                        early_handovers.append(shipment)
+                    else:
+                        early.append(shipment)
+                        before = watch.touches[shipment]
                 while watch.touches[shipment] == before and time.monotonic() - stopped_at < patience:
                     run.stop.wait(0.1)
             finally:
@@ -414,9 +432,19 @@ def sigstop(orders: int, workdir: Path, timeout: float, *, stops: int = 200) -> 
                                f"{max(waits, default=0):.1f} s longest); {len(missed):,} buys answered before "
                                "the stop landed, not counted; "
                                f"{len(early):,} stopped buys also retrieved by another message within "
-                               f"{STOP_HEARTBEAT_MS / 2000:.1f} s (not counted as the redelivery)",
+                               f"{STOP_HEARTBEAT_MS / 2000:.1f} s (not counted as the redelivery); "
+                               f"{len(early_handovers):,} handed over within it, the stopped worker's last "
+                               "heartbeat being older than the timeout by then (counted)",
         pass_figure=f"{stops:,} stops, each redelivered", passed=len(rounds) == stops and redelivered == stops))
     return figures
+
+
+def handover_due(at_stop: dict[bytes, float], now: dict[bytes, float]) -> float:
+    """The earliest epoch second at which the broker may have handed a stopped worker's message over: its last
+    heartbeat plus the timeout. The stopped worker is among the heartbeats that have not moved since the stop (or
+    were removed: maintenance drops a worker it declared dead); the latest of them is the conservative choice."""
+    quiet = [score for worker, score in at_stop.items() if now.get(worker, score) == score]
+    return max(quiet) / 1000 + STOP_HEARTBEAT_MS / 1000 if quiet else float("inf")
 
 
 SCENARIOS: dict[str, Callable[..., list[Figure]]] = {

@@ -91,3 +91,15 @@ def test_a_kept_sigkill_run_tells_how_long_each_worker_life_took_to_boot_and_las
     # then the life's boot, time ready and work are reported
     assert found["spawn → ready"] == [6.0] and found["ready → killed"] == [1.5]
     assert found["inspections"] == [1] and found["prepared read"] == [1] and found["prepared made"] == [0]
+
+
+def test_a_stopped_workers_message_may_be_handed_over_once_its_last_heartbeat_is_a_timeout_old():
+    # two workers' heartbeats (ms) at the SIGSTOP; afterwards only the running one moves on
+    at_stop = {b"running": 1_000_000.0, b"stopped": 997_000.0}
+    moved_on = {b"running": 1_004_000.0, b"stopped": 997_000.0}
+    timeout_s = soak.STOP_HEARTBEAT_MS / 1000
+    assert soak.handover_due(at_stop, moved_on) == 997.0 + timeout_s  # 3 s before stop + timeout, not stop + timeout
+    # maintenance drops the worker it declared dead: still the stopped one
+    assert soak.handover_due(at_stop, {b"running": 1_004_000.0}) == 997.0 + timeout_s
+    # no heartbeat stood still: no handover can be told apart from another message
+    assert soak.handover_due(at_stop, {b"running": 1_004_000.0, b"stopped": 998_000.0}) == float("inf")
