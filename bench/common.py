@@ -134,11 +134,23 @@ class Process:
     def stop(self) -> None:
         if self.popen.poll() is None:
             self.popen.terminate()
+            self._resume()
             try:
                 self.popen.wait(10)
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(5)
+
+    def _resume(self) -> None:
+        """SIGCONT the process (its group, if it leads one): a SIGSTOPped process (the sigstop soak's workers, when
+        the soak is interrupted mid-stop) acts on the SIGTERM only once continued, and its children likewise."""
+        try:
+            if os.getpgid(self.popen.pid) == self.popen.pid:
+                os.killpg(self.popen.pid, signal.SIGCONT)
+            else:
+                os.kill(self.popen.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
 
 @dataclass
