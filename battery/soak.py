@@ -19,6 +19,7 @@ PostgreSQL cluster (initdb in a temp dir); the others on a scratch database `soa
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -56,6 +57,7 @@ from battery.system import (
     watched_carrier,
 )
 from bench.common import percentile, say
+from core.commands import BuyLabel, actor_name
 
 HEARTBEAT_S = 10.0  # core.settings.Settings.broker_heartbeat_timeout_ms, the production default
 ISSUE_ORDERS = {"no-faults": 5000, "sigkill": 5000, "sigstop": 600, "redis": 1000, "postgres": 1000}
@@ -345,8 +347,6 @@ def sigstop(orders: int, workdir: Path, timeout: float, *, stops: int = 200) -> 
     `stops`: exactly one label per order, from the carrier's ledger."""
     rounds: list[tuple[str, bool, float]] = []  # (carrier shipment id, redelivered while stopped, stopped for s)
     missed: list[str] = []  # buys that ended before the SIGSTOP landed
-    early: list[str] = []  # shipments another message asked about within half the heartbeat timeout of a stop
-    early_handovers: list[str] = []  # of those, the ones that came after the stopped worker's heartbeat went stale
     carrier: dict = {}
 
     def prepare(run: Run):
@@ -356,11 +356,8 @@ def sigstop(orders: int, workdir: Path, timeout: float, *, stops: int = 200) -> 
 
     def fault(run: Run) -> None:
         watch, stopped_ids = carrier["c"].watch, set()
-        beats = redis.Redis.from_url(run.redis.url, socket_timeout=5)
-
-        def heartbeats() -> dict[bytes, float]:
-            return dict(beats.zrange(f"{NAMESPACE}:__heartbeats__", 0, -1, withscores=True))
-
+        broker = HeldMessages(redis.Redis.from_url(run.redis.url, socket_timeout=5), BuyLabel.QUEUE)
+        label_actor = actor_name(BuyLabel)
         while not run.stop.is_set() and len(rounds) < stops:
             run.system.supervise()
             caught = [(p, sid) for p, sid in watch.buying() if sid not in stopped_ids]
@@ -374,9 +371,8 @@ def sigstop(orders: int, workdir: Path, timeout: float, *, stops: int = 200) -> 
             if group not in groups:  # the buy ended meanwhile, or a process that is not a worker
                 time.sleep(0.05)
                 continue
-            before, stopped_at = watch.touches[shipment], time.monotonic()
+            stopped_at = time.monotonic()
             os.killpg(group, signal.SIGSTOP)
-            beats_at_stop = heartbeats()
             if watch.in_flight_for(port) != shipment:
                 # the carrier answered between the catch and the stop (finding the socket's process takes a
                 # while on a loaded machine): the worker may have acked already, so nothing would be redelivered;
@@ -385,31 +381,24 @@ def sigstop(orders: int, workdir: Path, timeout: float, *, stops: int = 200) -> 
                 missed.append(shipment)
                 continue
             try:
-                # a request about the shipment sooner than half the heartbeat timeout is not the broker handing
-                # the message over (it waits for the heartbeat to go stale) but another message for the order
-                # (a reconciler re-drive): noted, and the wait goes on for the redelivery
-                # But the broker hands a message over once its worker's *last heartbeat* (any broker command it
-                # sent) is older than the timeout, and on a loaded machine that can be seconds before the stop:
-                # a request after that moment, with the stopped worker's heartbeat gone quiet, is the handover.
-                patience, too_soon = STOP_HEARTBEAT_MS / 1000 + 60, STOP_HEARTBEAT_MS / 2000
-                first_touch = None
-                while time.monotonic() - stopped_at < too_soon:
-                    if first_touch is None and watch.touches[shipment] > before:
-                        first_touch = time.time()
-                    run.stop.wait(0.1)
-                if watch.touches[shipment] > before:
-                    if handover_due(beats_at_stop, heartbeats()) <= (first_touch or time.time()):
-                        early_handovers.append(shipment)
-                    else:
-                        early.append(shipment)
-                        before = watch.touches[shipment]
-                while watch.touches[shipment] == before and time.monotonic() - stopped_at < patience:
+                # What the broker holds for the order once the stopped worker's last command has landed: its
+                # message, and any other (a reconciler re-drive) another worker is running. The stopped worker's
+                # message is handed over when the broker puts it back on the queue (the worker's heartbeat, its
+                # last command, older than the timeout) and the other worker takes it. That is read from the
+                # broker, not from the carrier: a handed-over message that finds the label already bought (by a
+                # re-drive) never asks the carrier again.
+                run.stop.wait(0.3)
+                held, beats = broker.holding(label_actor, carrier["c"].reference_of(shipment)), broker.heartbeats()
+                patience = STOP_HEARTBEAT_MS / 1000 + 60
+                handed = False
+                while not handed and time.monotonic() - stopped_at < patience and not run.stop.is_set():
+                    handed = any(broker.handed_over(message, worker, beats) for message, worker in held.items())
                     run.stop.wait(0.1)
             finally:
                 os.killpg(group, signal.SIGCONT)
             stopped_ids.add(shipment)
-            rounds.append((shipment, watch.touches[shipment] > before, time.monotonic() - stopped_at))
-            say(f"  stop {len(rounds)}: shipment {shipment} {'redelivered' if rounds[-1][1] else 'NOT redelivered'} "
+            rounds.append((shipment, handed, time.monotonic() - stopped_at))
+            say(f"  stop {len(rounds)}: shipment {shipment} {'redelivered' if handed else 'NOT redelivered'} "
                 f"after {rounds[-1][2]:.1f} s ({len(run.store.accepted)} orders accepted)")
         run.supervise_until_stopped()
 
@@ -430,21 +419,45 @@ def sigstop(orders: int, workdir: Path, timeout: float, *, stops: int = 200) -> 
                                f"(heartbeat timeout {STOP_HEARTBEAT_MS / 1000:.0f} s; stopped "
                                f"{percentile(waits, 50) if waits else 0:.1f} s median, "
                                f"{max(waits, default=0):.1f} s longest); {len(missed):,} buys answered before "
-                               "the stop landed, not counted; "
-                               f"{len(early):,} stopped buys also retrieved by another message within "
-                               f"{STOP_HEARTBEAT_MS / 2000:.1f} s (not counted as the redelivery); "
-                               f"{len(early_handovers):,} handed over within it, the stopped worker's last "
-                               "heartbeat being older than the timeout by then (counted)",
+                               "the stop landed, not counted (read from the broker: the message put back on the "
+                               "queue and taken by the other worker)",
         pass_figure=f"{stops:,} stops, each redelivered", passed=len(rounds) == stops and redelivered == stops))
     return figures
 
 
-def handover_due(at_stop: dict[bytes, float], now: dict[bytes, float]) -> float:
-    """The earliest epoch second at which the broker may have handed a stopped worker's message over: its last
-    heartbeat plus the timeout. The stopped worker is among the heartbeats that have not moved since the stop (or
-    were removed: maintenance drops a worker it declared dead); the latest of them is the conservative choice."""
-    quiet = [score for worker, score in at_stop.items() if now.get(worker, score) == score]
-    return max(quiet) / 1000 + STOP_HEARTBEAT_MS / 1000 if quiet else float("inf")
+class HeldMessages:
+    """The Dramatiq broker's Redis: which worker holds (has fetched, not acked) which message of a queue, and
+    whether a stopped worker's message was handed over (dispatch.lua's maintenance: a worker whose heartbeat, its
+    last command, is older than the timeout is dead; its messages go back on their queue)."""
+
+    def __init__(self, client: redis.Redis, queue: str) -> None:
+        self.client, self.queue = client, queue
+        self.acks = f"{NAMESPACE}:__acks__."
+
+    def heartbeats(self) -> dict[str, float]:
+        return {w.decode(): score for w, score in self.client.zrange(f"{NAMESPACE}:__heartbeats__", 0, -1,
+                                                                     withscores=True)}
+
+    def holding(self, actor: str, arg: str) -> dict[str, str]:
+        """Message id → the worker (broker id) holding it, for every held message of `actor` with args [`arg`]."""
+        held = {}
+        for key in self.client.scan_iter(f"{self.acks}*.{self.queue}"):
+            worker = key.decode()[len(self.acks):-len(self.queue) - 1]
+            for message in self.client.smembers(key):
+                body = self.client.hget(f"{NAMESPACE}:{self.queue}.msgs", message)
+                if body and (m := json.loads(body))["actor_name"] == actor and m["args"] == [arg]:
+                    held[message.decode()] = worker
+        return held
+
+    def handed_over(self, message: str, worker: str, beats_then: dict[str, float]) -> bool:
+        """The message left `worker`'s hands without `worker` sending a command since `beats_then` (an ack is a
+        command, and moves the heartbeat): the broker put it back on the queue; and the other worker took it
+        (it is no longer waiting on the queue)."""
+        if self.client.sismember(f"{self.acks}{worker}.{self.queue}", message):
+            return False
+        if self.heartbeats().get(worker, beats_then.get(worker)) != beats_then.get(worker):
+            return False  # the holder is alive: it acked the message itself
+        return self.client.lpos(f"{NAMESPACE}:{self.queue}", message) is None
 
 
 SCENARIOS: dict[str, Callable[..., list[Figure]]] = {

@@ -501,6 +501,10 @@ class WatchedCarrier:
     def ledger(self) -> dict:
         return self.watch.app.state.sim.ledger()
 
+    def reference_of(self, shipment: str) -> str | None:
+        """The reference (our order id) the shipment was created with."""
+        return self.watch.app.state.sim.shipments[shipment].reference
+
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)

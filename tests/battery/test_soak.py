@@ -9,6 +9,9 @@ under faults. It asserts counts only; the time bound of the issue's figure is pr
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from battery import soak
@@ -93,13 +96,45 @@ def test_a_kept_sigkill_run_tells_how_long_each_worker_life_took_to_boot_and_las
     assert found["inspections"] == [1] and found["prepared read"] == [1] and found["prepared made"] == [0]
 
 
-def test_a_stopped_workers_message_may_be_handed_over_once_its_last_heartbeat_is_a_timeout_old():
-    # two workers' heartbeats (ms) at the SIGSTOP; afterwards only the running one moves on
-    at_stop = {b"running": 1_000_000.0, b"stopped": 997_000.0}
-    moved_on = {b"running": 1_004_000.0, b"stopped": 997_000.0}
-    timeout_s = soak.STOP_HEARTBEAT_MS / 1000
-    assert soak.handover_due(at_stop, moved_on) == 997.0 + timeout_s  # 3 s before stop + timeout, not stop + timeout
-    # maintenance drops the worker it declared dead: still the stopped one
-    assert soak.handover_due(at_stop, {b"running": 1_004_000.0}) == 997.0 + timeout_s
-    # no heartbeat stood still: no handover can be told apart from another message
-    assert soak.handover_due(at_stop, {b"running": 1_004_000.0, b"stopped": 998_000.0}) == float("inf")
+
+def test_the_soak_reads_a_handover_from_the_broker_a_stopped_worker_holding_its_message_until_the_other_takes_it(
+        redis_url):
+    """dispatch.lua's maintenance, as the sigstop soak sees it: a worker whose last command is older than the
+    heartbeat timeout is dead, its held message goes back on the queue, another worker's fetch takes it. A holder
+    that acks its own message is not a handover."""
+    import redis
+    from dramatiq.brokers.redis import RedisBroker
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    def broker():
+        b = RedisBroker(url=redis_url, namespace=soak.NAMESPACE, heartbeat_timeout=300, maintenance_chance=1_000_000)
+        b.declare_queue("shipping")
+        return b
+    stopped, other = broker(), broker()
+    for order in ("ord_a", "ord_b"):
+        stopped.do_enqueue("shipping", f"m_{order}", json.dumps(
+            {"queue_name": "shipping", "actor_name": "shipping.buy_label", "args": [order], "kwargs": {},
+             "options": {}, "message_id": f"m_{order}", "message_timestamp": 0}))
+    assert len(stopped.do_fetch("shipping", 2)) == 2  # held by `stopped`
+    view = soak.HeldMessages(client, "shipping")
+    held, beats = view.holding("shipping.buy_label", "ord_a"), view.heartbeats()
+    assert held == {"m_ord_a": stopped.broker_id}
+    assert not view.handed_over("m_ord_a", stopped.broker_id, beats)  # nothing has happened yet
+
+    time.sleep(0.4)  # `stopped` sends nothing for longer than the heartbeat timeout
+    other.do_fetch("shipping", 1)  # maintenance puts both back on the queue; this fetch takes one of them
+    other.do_fetch("shipping", 1)
+    assert view.handed_over("m_ord_a", stopped.broker_id, beats)
+
+    # a holder that acks its own message: it left the holder's hands, but by its own command
+    other.do_enqueue("shipping", "m_ord_c", json.dumps(
+        {"queue_name": "shipping", "actor_name": "shipping.buy_label", "args": ["ord_c"], "kwargs": {},
+         "options": {}, "message_id": "m_ord_c", "message_timestamp": 0}))
+    other.do_fetch("shipping", 1)
+    held, beats = view.holding("shipping.buy_label", "ord_c"), view.heartbeats()
+    assert held == {"m_ord_c": other.broker_id}
+    time.sleep(0.01)
+    other.do_ack("shipping", "m_ord_c")
+    assert not view.handed_over("m_ord_c", other.broker_id, beats)
+    client.flushdb()
