@@ -381,14 +381,16 @@ def sigstop(orders: int, workdir: Path, timeout: float, *, stops: int = 200) -> 
                 missed.append(shipment)
                 continue
             try:
-                # What the broker holds for the order once the stopped worker's last command has landed: its
-                # message, and any other (a reconciler re-drive) another worker is running. The stopped worker's
+                # What the broker holds for the order: the stopped worker's message, and any other (a reconciler
+                # re-drive) another worker is running; their heartbeats once the stopped worker's last command has
+                # landed. The stopped worker's
                 # message is handed over when the broker puts it back on the queue (the worker's heartbeat, its
                 # last command, older than the timeout) and the other worker takes it. That is read from the
                 # broker, not from the carrier: a handed-over message that finds the label already bought (by a
                 # re-drive) never asks the carrier again.
-                run.stop.wait(0.3)
-                held, beats = broker.holding(label_actor, carrier["c"].reference_of(shipment)), broker.heartbeats()
+                held = broker.holding(label_actor, carrier["c"].reference_of(shipment))
+                run.stop.wait(0.3)  # a command the worker sent just before the stop may land after it
+                beats = broker.heartbeats()
                 patience = STOP_HEARTBEAT_MS / 1000 + 60
                 handed = False
                 while not handed and time.monotonic() - stopped_at < patience and not run.stop.is_set():
@@ -439,13 +441,15 @@ class HeldMessages:
                                                                      withscores=True)}
 
     def holding(self, actor: str, arg: str) -> dict[str, str]:
-        """Message id → the worker (broker id) holding it, for every held message of `actor` with args [`arg`]."""
+        """Message id → the worker (broker id) holding it, for every held message of `actor` given `arg` (by
+        position or by name)."""
         held = {}
         for key in self.client.scan_iter(f"{self.acks}*.{self.queue}"):
             worker = key.decode()[len(self.acks):-len(self.queue) - 1]
             for message in self.client.smembers(key):
                 body = self.client.hget(f"{NAMESPACE}:{self.queue}.msgs", message)
-                if body and (m := json.loads(body))["actor_name"] == actor and m["args"] == [arg]:
+                if body and (m := json.loads(body))["actor_name"] == actor and arg in (*m["args"],
+                                                                                        *m["kwargs"].values()):
                     held[message.decode()] = worker
         return held
 

@@ -114,7 +114,7 @@ def test_the_soak_reads_a_handover_from_the_broker_a_stopped_worker_holding_its_
     stopped, other = broker(), broker()
     for order in ("ord_a", "ord_b"):
         stopped.do_enqueue("shipping", f"m_{order}", json.dumps(
-            {"queue_name": "shipping", "actor_name": "shipping.buy_label", "args": [order], "kwargs": {},
+            {"queue_name": "shipping", "actor_name": "shipping.buy_label", "args": [], "kwargs": {"order_id": order},
              "options": {}, "message_id": f"m_{order}", "message_timestamp": 0}))
     assert len(stopped.do_fetch("shipping", 2)) == 2  # held by `stopped`
     view = soak.HeldMessages(client, "shipping")
