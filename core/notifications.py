@@ -7,14 +7,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import cache
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 from urllib.parse import quote
-
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from core.errors import PressroomError
 from core.settings import Settings
 from core.signing import signed_asset_path, signed_customer_path
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 
 class Milestone(StrEnum):
@@ -173,9 +174,13 @@ def first_name(full_name: str | None) -> str:
 
 @cache
 def _environment() -> Environment:
-    return Environment(loader=PackageLoader("core", "notification_templates"),
-                       autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
-                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    import jinja2  # on first use, not at a worker's boot
+
+    return jinja2.Environment(loader=jinja2.PackageLoader("core", "notification_templates"),
+                              autoescape=jinja2.select_autoescape(enabled_extensions=("html",),
+                                                                  default_for_string=False),
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                              keep_trailing_newline=True)
 
 
 def _block(template, name: str, context: dict) -> str:

@@ -19,9 +19,8 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-import img2pdf
 import numpy as np
-from PIL import Image, ImageCms, ImageColor, ImageDraw, ImageFont
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 from core.errors import PressroomError
 from core.states import PrintMethod
@@ -267,6 +266,8 @@ def points_to_pixels(points: float, dpi: int) -> float:
 @cache
 def srgb_profile_bytes() -> bytes:
     """LittleCMS's built-in sRGB profile with a fixed creation date, so equal designs give equal bytes."""
+    from PIL import ImageCms  # a worker's boot need not load LittleCMS
+
     profile = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
     profile[24:36] = struct.pack(">6H", *_PROFILE_DATE)
     return bytes(profile)
@@ -730,6 +731,8 @@ def _write_chunk(out: io.BytesIO, tag: bytes, data: bytes) -> None:
 
 def _pdf(png: bytes, dpi: int) -> bytes:
     """Wrap the PNG losslessly; img2pdf copies its deflate data, and the page is the print size."""
+    import img2pdf  # with pikepdf ≈ 0.1 s of CPU: loaded by the first PDF made, not at a worker's boot
+
     layout = img2pdf.get_fixed_dpi_layout_fun((dpi, dpi))
     # nodate and the internal engine: no timestamps or random IDs, so a re-render gives the same PDF
     return img2pdf.convert(png, layout_fun=layout, nodate=True, engine=img2pdf.Engine.internal)

@@ -6,6 +6,7 @@ import logging
 import os
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -13,15 +14,16 @@ import db
 from adapters.broker import DramatiqBus, make_broker
 from adapters.ids import TimeOrderedIds
 from adapters.objectstore import make_object_store
-from adapters.partners import PartnerClient, PartnerEndpoint
 from core.ports import ObjectStore
 from core.sampling import SpotCheckPolicy
-from core.services.admin import load_qa_rules
 from core.services.batches import defaults_from, load_production_rules
 from core.services.production import ProductionRules, batch_ready_jobs
-from core.services.qa import QaRules
 from core.settings import Settings
 from core.signing import signed_asset_path
+
+if TYPE_CHECKING:  # imported where used: a worker boots without httpx, QA's numpy and OpenCV
+    from adapters.partners import PartnerClient, PartnerEndpoint
+    from core.services.qa import QaRules
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +56,15 @@ class Container:
 
     @cached_property
     def partners(self) -> PartnerClient:
+        from adapters.partners import PartnerClient
+
         return PartnerClient(self.redis, rate_per_s=self.settings.partner_rate_per_s,
                              timeout_s=self.settings.partner_timeout_s)
 
     def partner_endpoint(self, partner_id: str) -> PartnerEndpoint:
         """Where and how to call a partner: its stored URL (or the sim's) and its API key."""
+        from adapters.partners import PartnerEndpoint
+
         with self.uow() as uow:
             stored = uow.partners.endpoint(partner_id)
         return PartnerEndpoint(partner_id=partner_id, base_url=self.settings.partner_url(partner_id, stored["api_url"]),
@@ -71,6 +77,9 @@ class Container:
     def qa_rules(self) -> QaRules:
         """Spot checks, attempts and the inspectors' undo window; rate, tolerances and flags as managers stored
         them, read on every call (per job), so a change applies from the next print."""
+        from core.services.admin import load_qa_rules
+        from core.services.qa import QaRules
+
         spot_checks = SpotCheckPolicy(first_n_new=self.settings.qa_review_first_prints)
         return load_qa_rules(self.uow(), defaults=QaRules(undo_window_s=self.settings.qa_undo_window_s,
                                                           spot_checks=spot_checks))

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import dramatiq
 
-from adapters.email import SmtpMailer
-from adapters.sms import HttpSms
 from core.commands import SendNotification, actor_name
 from core.notifications import notification_links
 from core.services import notify
 from workers.bootstrap import container
+
+if TYPE_CHECKING:  # the providers' clients (httpx) load with the first message sent, not at boot
+    from adapters.email import SmtpMailer
+    from adapters.sms import HttpSms
 
 # A `sending` row is either finished or stale (surfaced as unknown) by then.
 LOOK_AGAIN_MS = int(notify.STALE_AFTER.total_seconds() * 1000) + 60_000
@@ -19,6 +22,8 @@ LOOK_AGAIN_MS = int(notify.STALE_AFTER.total_seconds() * 1000) + 60_000
 
 @functools.cache
 def mailer() -> SmtpMailer:
+    from adapters.email import SmtpMailer
+
     s = container().settings
     return SmtpMailer(s.smtp_host, s.smtp_port, s.smtp_sender, username=s.smtp_username, password=s.smtp_password,
                       starttls=s.smtp_starttls)
@@ -26,6 +31,8 @@ def mailer() -> SmtpMailer:
 
 @functools.cache
 def sms() -> HttpSms:
+    from adapters.sms import HttpSms
+
     s = container().settings
     return HttpSms(s.sms_url, s.sms_api_key)
 

@@ -7,17 +7,17 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import dramatiq
 
-from adapters.prepared import StoredPreparations
 from core.commands import InspectJob, actor_name
-from core.erasable import qa_reference_sha256, qa_references_of
 from core.ports import ObjectStore
-from core.qa import PreparedReference
-from core.services.qa import inspect_job
 from workers.bootstrap import container
+
+if TYPE_CHECKING:  # numpy and OpenCV load with the first inspection, not at a worker's boot
+    from adapters.prepared import StoredPreparations
+    from core.qa import PreparedReference
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
@@ -103,6 +103,10 @@ class SharedReferences:
 
 def shared_references(store: ObjectStore, local: Lru[str, PreparedReference] = REFERENCES) -> SharedReferences:
     """Prepared print files in `core.erasable.qa_references_of(<print file sha256>)`: erased with the asset."""
+    from adapters.prepared import StoredPreparations
+    from core.erasable import qa_reference_sha256, qa_references_of
+    from core.qa import PreparedReference
+
     return SharedReferences(local, StoredPreparations(
         store, PreparedReference, folder=lambda name: qa_references_of(qa_reference_sha256(name))))
 
@@ -110,6 +114,8 @@ def shared_references(store: ObjectStore, local: Lru[str, PreparedReference] = R
 @dramatiq.actor(actor_name=actor_name(InspectJob), queue_name=InspectJob.QUEUE, max_retries=10,
                 time_limit=5 * 60_000)
 def inspect(job_id: str) -> None:
+    from core.services.qa import inspect_job
+
     c = container()
     started = time.perf_counter()
     outcome = inspect_job(job_id, uow=c.uow(), store=c.store,

@@ -12,7 +12,6 @@ import dramatiq
 import redis
 
 from core.commands import RenderAsset, actor_name
-from core.services.render import render_order
 from workers.bootstrap import Container, container
 
 log = logging.getLogger(__name__)
@@ -23,6 +22,9 @@ LOCK_LEASE_S = 30.0  # a render takes seconds; a dead holder's lock frees this l
 @dramatiq.actor(actor_name=actor_name(RenderAsset), queue_name=RenderAsset.QUEUE, max_retries=8,
                 min_backoff=1_000, max_backoff=120_000, time_limit=RENDER_LIMIT_S * 1000)
 def render_asset(order_id: str) -> None:
+    # PIL and the renderer load with the first render, not at a worker's boot
+    from core.services.render import render_order
+
     c = container()
     render_order(order_id, uow=c.uow(), store=c.store, now=c.now, clock=time.perf_counter,
                  one_at_a_time=lambda key: one_render_per_design(c, key))

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import dramatiq
 
-from adapters.carrier import EasyPostCarrier
 from core.commands import Address, ApplyCarrierEvent, BuyLabel, actor_name
 from core.services import shipping
 from core.settings import Settings
 from workers.bootstrap import container
 
+if TYPE_CHECKING:  # easypost (and requests) load with the first label bought, not at boot
+    from adapters.carrier import EasyPostCarrier
+
 
 @functools.cache
 def carrier() -> EasyPostCarrier:
     """One EasyPost client per process, its rate limit shared with every other worker through Redis."""
+    from adapters.carrier import EasyPostCarrier
+
     c = container()
     settings = c.settings
     return EasyPostCarrier(settings.easypost_api_key, settings.easypost_api_base,

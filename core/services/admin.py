@@ -12,19 +12,19 @@ import math
 import re
 from dataclasses import asdict, fields, replace
 from datetime import datetime
-from typing import Any, Callable, Mapping
-
-from PIL import Image, ImageDraw
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from core.catalogue import TemplateSpec
 from core.errors import NotFound, PressroomError
 from core.flags import FeatureFlag, checked_flag
 from core.qa import Tolerances
-from core.render import render_asset, text_fits
 from core.sampling import SpotCheckPolicy
 from core.services.qa import HUMAN_REVIEW_FLAG, QaRules
 from core.states import PrintMethod, Role
 from core.templates import Change, diff_specs
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 EDIT_PARTNER = "partner.edit"
 SAVE_TEMPLATE = "template.save_version"
@@ -171,6 +171,8 @@ def check_spec(key: str, spec: Mapping[str, Any]) -> TemplateSpec:
         raise AdminInvalid(f"Template {key}: a required field is missing or malformed ({error!r}); every "
                            "template needs dpi, print_area_in, min_effective_dpi, artwork.box_in and, per text "
                            "slot, name, max_chars and charset.") from None
+    from core.render import text_fits  # the renderer (numpy, PIL) is loaded by the pages that check templates
+
     text_fits(spec, "", "")  # parses the whole layout at print resolution; raises RenderError naming the field
     return template
 
@@ -183,6 +185,8 @@ def sample_texts(spec: Mapping[str, Any]) -> dict[str, str]:
 
 def sample_artwork(size: int = 600) -> Image.Image:
     """A stand-in design: a colour gradient with a frame and a cross, so fit, fill and the box show."""
+    from PIL import Image, ImageDraw
+
     image = Image.linear_gradient("L").resize((size, size)).convert("RGB")
     image = Image.merge("RGB", (image.getchannel(0), image.getchannel(0).rotate(90), Image.new("L", image.size, 160)))
     draw = ImageDraw.Draw(image)
@@ -199,6 +203,8 @@ def preview_template(key: str, spec: Mapping[str, Any], *, product_type: str, pr
     Raises:
         AdminInvalid, RenderError: the template cannot be used as written (the message names the field).
     """
+    from core.render import render_asset
+
     check_spec(key, spec)
     small = copy.deepcopy(dict(spec)) | {"key": key}
     small["dpi"] = min(PREVIEW_DPI, int(spec["dpi"]))
