@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Sequence
 
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis
 
 from core.commands import QUEUES, StageCommand, actor_name
 from core.settings import Settings
@@ -47,9 +50,60 @@ class DramatiqBus:
         self.broker = broker
 
     def send(self, command: StageCommand) -> None:
-        message = dramatiq.Message(queue_name=command.QUEUE, actor_name=actor_name(type(command)), args=(),
-                                   kwargs=command.kwargs(), options={})
-        self.broker.enqueue(message)
+        self.broker.enqueue(self._message(command))
+
+    def send_many(self, commands: Sequence[StageCommand]) -> list[tuple[StageCommand, Exception]]:
+        """Send several commands as `send` would, each through the broker's enqueue middleware, in one Redis
+        round trip (a pipeline of Dramatiq's own dispatch script); returns the ones not sent, with their error.
+
+        A checkout sends three (render, e-mail, SMS): one EVALSHA round trip each was ~7 % of its API CPU.
+        On another broker (the tests' StubBroker) they are sent one by one.
+        """
+        failed: list[tuple[StageCommand, Exception]] = []
+        broker = self.broker
+        if len(commands) < 2 or not isinstance(broker, RedisBroker):
+            for command in commands:
+                try:
+                    self.send(command)
+                except Exception as error:
+                    failed.append((command, error))
+            return failed
+        ready = []
+        for command in commands:
+            # what RedisBroker.enqueue does before its dispatch: a Redis id of its own, then the middleware
+            message = self._message(command).copy(options={"redis_message_id": str(uuid.uuid4())})
+            try:
+                broker.emit_before("enqueue", message, None)
+            except Exception as error:
+                failed.append((command, error))
+                continue
+            ready.append((command, message, message.encode()))
+        dispatch = broker.scripts["dispatch"]
+        pipe = broker.client.pipeline(transaction=False)
+        for _, message, encoded in ready:  # RedisBroker._dispatch's arguments for "enqueue"
+            pipe.evalsha(dispatch.sha, 1, broker.namespace, "enqueue", current_millis(), message.queue_name,
+                         broker.broker_id, broker.heartbeat_timeout, broker.dead_message_ttl,
+                         broker._should_do_maintenance("enqueue"), broker._max_unpack_size(),
+                         message.options["redis_message_id"], encoded)
+        try:
+            results = pipe.execute(raise_on_error=False)
+        except Exception as error:  # the connection failed: none is known to be sent
+            return failed + [(command, error) for command, _, _ in ready]
+        for (command, message, encoded), result in zip(ready, results, strict=True):
+            try:
+                if isinstance(result, redis.exceptions.NoScriptError):  # Redis restarted: this loads the script
+                    broker.do_enqueue(message.queue_name, message.options["redis_message_id"], encoded)
+                elif isinstance(result, Exception):
+                    raise result
+                broker.emit_after("enqueue", message, None)
+            except Exception as error:
+                failed.append((command, error))
+        return failed
+
+    @staticmethod
+    def _message(command: StageCommand) -> dramatiq.Message:
+        return dramatiq.Message(queue_name=command.QUEUE, actor_name=actor_name(type(command)), args=(),
+                                kwargs=command.kwargs(), options={})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

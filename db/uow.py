@@ -123,10 +123,23 @@ class SqlUnitOfWork:
             self.session.rollback()
             raise Conflict(f"Concurrent update: {type(error).__name__}") from error
         deferred, self._deferred = self._deferred, []
-        for command in deferred:
-            if self.bus is None:
+        if not deferred:
+            return
+        if self.bus is None:
+            for command in deferred:
                 log.warning("no message bus: %s for %s not sent", type(command).__name__, command.kwargs())
-                continue
+            return
+        send_many = getattr(self.bus, "send_many", None)  # one round trip for several (adapters.broker)
+        if send_many is not None and len(deferred) > 1:
+            try:
+                failed = send_many(deferred)
+            except Exception as error:
+                failed = [(command, error) for command in deferred]
+            for command, error in failed:  # the commit stands; the reconciler re-drives what these would have
+                log.error("could not send %s %s; the reconciler will re-drive it", type(command).__name__,
+                          command.kwargs(), exc_info=error)
+            return
+        for command in deferred:
             try:
                 self.bus.send(command)
             except Exception:  # the commit stands; the reconciler re-drives what this message would have
