@@ -60,13 +60,12 @@ def place_order(cmd: PlaceOrder, *, uow, payments: Payments, ids: Ids, now: date
         IdempotencyConflict: the Idempotency-Key was used before with another body.
         PaymentDeclined: the card was refused.
     """
-    with uow:
-        replay = _replay(uow, cmd, idempotency_key, request_hash)
+    skus = sorted({line.sku for line in cmd.lines})
+    with uow:  # one statement: the replay check, the customer by e-mail, the stock offers
+        replay, known_customer, offers = _replay(uow, cmd, idempotency_key, request_hash, skus=skus)
         if replay is not None:
             return replay
-        skus = sorted({line.sku for line in cmd.lines})
         variants = uow.catalogue.variants(skus)  # catalogue and artworks: per-process copies, no round trip
-        offers = uow.stock.offers(skus)
         problems = validate_order(
             cmd, variants=variants,
             artworks=uow.artworks.infos([line.artwork_id for line in cmd.lines if line.artwork_id]),
@@ -84,7 +83,7 @@ def place_order(cmd: PlaceOrder, *, uow, payments: Payments, ids: Ids, now: date
                                        idempotency_key=f"{cmd.channel}:{cmd.external_id}")
     try:
         placed = _record(cmd, uow=uow, ids=ids, variants=variants, total=total, currency=currency,
-                         authorization=authorization, now=now, source=source,
+                         authorization=authorization, now=now, source=source, known_customer=known_customer,
                          prefer={sku: [partner for partner, _ in found] for sku, found in offers.items()},
                          idempotency_key=idempotency_key, request_hash=request_hash)
     except OutOfStock as refused:
@@ -94,7 +93,7 @@ def place_order(cmd: PlaceOrder, *, uow, payments: Payments, ids: Ids, now: date
     except Conflict:
         payments.void(authorization)
         with uow:  # a concurrent duplicate of this very checkout committed first: answer with it
-            replay = _replay(uow, cmd, idempotency_key, request_hash)
+            replay, _, _ = _replay(uow, cmd, idempotency_key, request_hash)
         if replay is None:
             raise
         return replay
@@ -105,19 +104,21 @@ def place_order(cmd: PlaceOrder, *, uow, payments: Payments, ids: Ids, now: date
     return IntakeResult(order=placed, created=True)
 
 
-def _replay(uow, cmd: PlaceOrder, idempotency_key: str | None, request_hash: str | None) -> IntakeResult | None:
-    if idempotency_key:
-        seen, existing = uow.orders.replay_of(idempotency_key, str(cmd.channel), cmd.external_id)
-        if seen is not None:
-            first_hash, response = seen
-            if first_hash != request_hash:
-                raise IdempotencyConflict("This Idempotency-Key was already used for a different order.")
-            return IntakeResult(order=response, created=False)
-    else:
-        existing = uow.orders.summary_by_external(str(cmd.channel), cmd.external_id)
+def _replay(uow, cmd: PlaceOrder, idempotency_key: str | None, request_hash: str | None, *,
+            skus: list[str] | None = None) -> tuple[IntakeResult | None, str | None, dict[str, list[tuple[str, int]]]]:
+    """The answer given before to this checkout (None if none); with `skus`, also the id of the customer with its
+    e-mail (None if new) and the stock offers for those SKUs (`StockRepository.offers`), all in one read."""
+    seen, existing, customer_id, offers = uow.orders.checkout_reads(
+        idempotency_key or None, str(cmd.channel), cmd.external_id,
+        customer_email=cmd.customer.email if skus is not None else None, skus=skus)
+    if seen is not None:
+        first_hash, response = seen
+        if first_hash != request_hash:
+            raise IdempotencyConflict("This Idempotency-Key was already used for a different order.")
+        return IntakeResult(order=response, created=False), customer_id, offers
     if existing is not None:
-        return IntakeResult(order=PlacedOrder(**existing), created=False)
-    return None
+        return IntakeResult(order=PlacedOrder(**existing), created=False), customer_id, offers
+    return None, customer_id, offers
 
 
 def _summary(order: Order) -> PlacedOrder:
@@ -127,9 +128,11 @@ def _summary(order: Order) -> PlacedOrder:
 
 def _record(cmd: PlaceOrder, *, uow, ids: Ids, variants, total: int, currency: str, authorization: str,
             now: datetime, source: str, idempotency_key: str | None, request_hash: str | None,
-            prefer: dict[str, list[str]]) -> PlacedOrder:
+            prefer: dict[str, list[str]], known_customer: str | None) -> PlacedOrder:
     """Write the order in one transaction. The stock reservation comes last: the partner_stock row of a popular
-    SKU is locked from its UPDATE to the commit, so every other row is written before it is taken."""
+    SKU is locked from its UPDATE to the commit, so every other row is written before it is taken.
+
+    `known_customer` is the id the read before payment found for the e-mail (None: a new customer)."""
     order_id = ids.new("ord")
     with uow:
         lines = [OrderLine(id=ids.new("line"), line_no=i + 1, sku=req.sku, quantity=req.quantity,
@@ -138,19 +141,19 @@ def _record(cmd: PlaceOrder, *, uow, ids: Ids, variants, total: int, currency: s
                            unit_price_cents=variants[req.sku].price_cents,
                            partner_id=(prefer.get(req.sku) or [None])[0])  # where it will most likely be reserved
                  for i, req in enumerate(cmd.lines)]
-        known = uow.customers.id_by_email(cmd.customer.email)
-        customer = uow.customers.get(known) if known is not None else None
-        if customer is None:
+        customer = uow.customers.get(known_customer) if known_customer is not None else None
+        new_customer = customer is None
+        if new_customer:  # written with the order (one statement on PostgreSQL)
             customer = Customer(id=ids.new("cus"), name=cmd.customer.name, email=cmd.customer.email.strip(),
                                 phone=cmd.customer.phone, address=cmd.shipping_address, created_at=now)
-            uow.customers.insert_new(customer)
         order = Order(id=order_id, number=ids.order_number(), channel=str(cmd.channel),
                       external_id=cmd.external_id, customer=customer, shipping_address=cmd.shipping_address,
                       shipping_speed=cmd.shipping_speed, lines=lines, total_cents=total, currency=currency,
                       payment_authorization=authorization, placed_at=now, source=source)
         uow.orders.insert_new(order, [PrintJob(id=ids.new("job"), order_id=order_id, line_id=line.id,
                                                unit_index=unit + 1, created_at=now)
-                                      for line in lines for unit in range(line.quantity)])
+                                      for line in lines for unit in range(line.quantity)],
+                            new_customer=new_customer)
         uow.flush()
         placed = _summary(order)
         if idempotency_key:
