@@ -17,6 +17,7 @@ reference read back from the object store (adapters.prepared, local folder store
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -37,8 +38,26 @@ def _queued(client) -> int:
     return sum(s.depth + s.in_flight + s.delayed for s in queue_stats(client, ("qa",)))
 
 
-def measure(rounds: int, workdir: Path, *, prefix: str = "soak", server: str = SHARED_PG) -> list[tuple[float, float]]:
-    """(spawn → ready, spawn → first message acked) in seconds, per round."""
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live children: the worker command's whole process group
+    (Dramatiq's parent, its worker process and the Prometheus exporter it forks)."""
+    import psutil  # noqa: PLC0415
+
+    total = 0.0
+    try:
+        parent = psutil.Process(pid)
+        for process in (parent, *parent.children(recursive=True)):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += times.user + times.system
+    except psutil.NoSuchProcess:
+        pass
+    return total
+
+
+def measure(rounds: int, workdir: Path, *, prefix: str = "soak", server: str = SHARED_PG) -> list[tuple[float, ...]]:
+    """(spawn → ready, spawn → first message acked) in seconds and the process group's CPU seconds at each, per
+    round: wall times mean little on a loaded machine, CPU seconds do."""
     import dramatiq  # noqa: PLC0415
 
     from adapters.broker import make_broker  # noqa: PLC0415
@@ -60,12 +79,12 @@ def measure(rounds: int, workdir: Path, *, prefix: str = "soak", server: str = S
                     spawned = time.monotonic()
                     worker = stack.start(f"worker-boot{n}", sys.executable, "-m", "workers", "workers.actors",
                                          "--processes", "1", "--threads", "8", dramatiq_prom_port=str(free_port()))
-                    ready = acked = None
+                    ready = acked = cpu_ready = cpu_acked = None
                     while (ready is None or acked is None) and time.monotonic() - spawned < 180:
                         if ready is None and "ready for action" in worker.log.read_text(errors="replace"):
-                            ready = time.monotonic() - spawned
+                            ready, cpu_ready = time.monotonic() - spawned, _cpu(worker.popen.pid)
                         if acked is None and _queued(client) == 0:
-                            acked = time.monotonic() - spawned
+                            acked, cpu_acked = time.monotonic() - spawned, _cpu(worker.popen.pid)
                         if worker.popen.poll() is not None:
                             raise RuntimeError(f"worker exited: {worker.log.read_text()[-2000:]}")
                         time.sleep(0.05)
@@ -73,9 +92,9 @@ def measure(rounds: int, workdir: Path, *, prefix: str = "soak", server: str = S
                     worker.popen.wait(10)
                     if ready is None or acked is None:
                         raise RuntimeError("worker not ready or message not acked within 180 s")
-                    results.append((ready, acked))
-                    print(f"  round {n + 1}: ready {ready:.2f} s, first message acked {acked:.2f} s after spawn",
-                          flush=True)
+                    results.append((ready, acked, cpu_ready, cpu_acked))
+                    print(f"  round {n + 1}: ready {ready:.2f} s ({cpu_ready:.2f} s CPU), first message acked "
+                          f"{acked:.2f} s ({cpu_acked:.2f} s CPU) after spawn", flush=True)
             finally:
                 stack.stop()
     finally:
@@ -199,10 +218,12 @@ def main(argv: list[str] | None = None) -> int:
             for i, what in enumerate(("read+decode+prepare", "encode+store", "read back prepared"))))
     if not results:
         return 0
-    ready, acked = [r for r, _ in results], [a for _, a in results]
-    print(f"spawn → ready: median {statistics.median(ready):.2f} s (min {min(ready):.2f}, max {max(ready):.2f}); "
+    ready, acked, cpu_ready, cpu_acked = zip(*results, strict=True)
+    print(f"spawn → ready: median {statistics.median(ready):.2f} s (min {min(ready):.2f}, max {max(ready):.2f}), "
+          f"CPU median {statistics.median(cpu_ready):.2f} s (min {min(cpu_ready):.2f}); "
           f"spawn → first message acked: median {statistics.median(acked):.2f} s (min {min(acked):.2f}, "
-          f"max {max(acked):.2f}); load average {os.getloadavg()[0]:.1f}")
+          f"max {max(acked):.2f}), CPU median {statistics.median(cpu_acked):.2f} s (min {min(cpu_acked):.2f}); "
+          f"load average {os.getloadavg()[0]:.1f}")
     return 0
 
 
