@@ -401,7 +401,8 @@ def sigstop(orders: int, workdir: Path, timeout: float, *, stops: int = 200) -> 
             stopped_ids.add(shipment)
             rounds.append((shipment, handed, time.monotonic() - stopped_at))
             say(f"  stop {len(rounds)}: shipment {shipment} {'redelivered' if handed else 'NOT redelivered'} "
-                f"after {rounds[-1][2]:.1f} s ({len(run.store.accepted)} orders accepted)")
+                f"after {rounds[-1][2]:.1f} s ({len(run.store.accepted)} orders accepted)"
+                + ("" if handed else f"; the order's label messages held at the stop: {broker.describe(held, beats)}"))
         run.supervise_until_stopped()
 
     # orders paced over the stops (a stop takes the heartbeat timeout and a poll or two), so buys trickle rather
@@ -452,6 +453,20 @@ class HeldMessages:
                                                                                         *m["kwargs"].values()):
                     held[message.decode()] = worker
         return held
+
+    def describe(self, held: dict[str, str], beats_then: dict[str, float]) -> str:
+        """Where each held message is now, for a stop that was not handed over."""
+        beats = self.heartbeats()
+
+        def where(message: str, worker: str) -> str:
+            moved = "moved" if beats.get(worker) != beats_then.get(worker) else "still"
+            held_now = self.client.sismember(f"{self.acks}{worker}.{self.queue}", message)
+            queued = self.client.lpos(f"{NAMESPACE}:{self.queue}", message) is not None
+            return (f"{message[:8]} by {worker[:8]} (heartbeat {moved}, {'still held' if held_now else 'let go'}, "
+                    f"{'on the queue' if queued else 'not queued'})")
+
+        return "; ".join(where(message, worker)
+            for message, worker in held.items()) or "none found"
 
     def handed_over(self, message: str, worker: str, beats_then: dict[str, float]) -> bool:
         """The message left `worker`'s hands without `worker` sending a command since `beats_then` (an ack is a
