@@ -277,3 +277,27 @@ def test_a_printed_job_whose_inspection_message_was_lost_is_sent_to_qa_again_onc
     assert run(api, job_id, defect=None) == "passed"
     assert statuses(api, order_id)[0].status == OrderStatus.READY_TO_SHIP
     assert redrive(timedelta(days=1)) == []
+
+
+def test_the_partners_plain_jpeg_is_stored_as_it_came_and_one_with_camera_metadata_without_it(api):
+    svc = api.services
+    inspections = {}
+    for name, with_exif in (("plain", False), ("exif", True)):
+        _order_id, job_id = printed_order(api)
+        sent = camera(api, job_id, defect=None)("acme-columbus", "http://partner.test/photo")
+        if with_exif:
+            exif = Image.Exif()
+            exif[0x010F] = "PhotoStation 3000"  # the camera's make: the partner's metadata, not ours to keep
+            out = io.BytesIO()
+            Image.open(io.BytesIO(sent)).save(out, format="JPEG", quality=92, exif=exif.tobytes())
+            sent = out.getvalue()
+        inspect_job(job_id, uow=svc.uow(), store=svc.store, fetch_photo=lambda _p, _u, sent=sent: sent,
+                    new_id=svc.ids.new, now=svc.now, rules=NO_SPOT_CHECKS)
+        with svc.engine.connect() as conn:
+            photo_key = conn.execute(select(t.inspections.c.photo_key).where(t.inspections.c.job_id == job_id)).scalar_one()
+        inspections[name] = (sent, svc.store.get(photo_key))
+    sent, stored = inspections["plain"]
+    assert stored == sent
+    sent, stored = inspections["exif"]
+    assert stored != sent and stored[:2] == b"\xff\xd8"
+    assert not Image.open(io.BytesIO(stored)).getexif()
