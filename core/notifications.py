@@ -208,3 +208,31 @@ def render_message(milestone: Milestone | str, channel: Channel | str, context: 
     if channel == Channel.EMAIL:
         html = env.get_template(f"email/{milestone}.html").render(values | {"subject": subject, "preview": preview})
     return Message(subject=subject, text=text, html=html, preview=preview)
+
+
+@cache
+def context_fields(milestone: Milestone | str, channel: Channel | str) -> frozenset[str]:
+    """The `MessageContext` values a milestone's templates for a channel refer to, their layout included: the
+    notify stage looks up only those (a text has no preview image, only `shipped` shows tracking).
+
+    Every value when a template names another one it includes at run time (its templates can't be listed).
+    """
+    from jinja2 import meta
+
+    milestone, channel = Milestone(milestone), Channel(channel)
+    env = _environment()
+    names = [f"{channel}/{milestone}.txt"] + ([f"email/{milestone}.html"] if channel == Channel.EMAIL else [])
+    seen: set[str] = set()
+    used: set[str] = set()
+    while names:
+        name = names.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        tree = env.parse(env.loader.get_source(env, name)[0])
+        used |= meta.find_undeclared_variables(tree)
+        for referenced in meta.find_referenced_templates(tree):
+            if referenced is None:
+                return frozenset(MessageContext.__dataclass_fields__)
+            names.append(referenced)
+    return frozenset(used & set(MessageContext.__dataclass_fields__))

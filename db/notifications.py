@@ -52,15 +52,17 @@ class NotificationRepository:
                    "created_at": at, "sent_at": None} for row in rows]
         insert_ignoring_duplicates(self.session, t.notifications, queued, "order_id", "milestone", "channel")
 
-    def claim(self, notification_id: str, *, at: datetime, subject: str, preview: str, max_attempts: int) -> bool:
-        """Move a queued or failed row to `sending` (one more attempt); False when another worker has it,
-        it already went out, or its attempts are used up."""
+    def claim(self, notification_id: str, *, at: datetime, subject: str, preview: str,
+              max_attempts: int) -> int | None:
+        """Move a queued or failed row to `sending` (one more attempt); returns that attempt's number, or None
+        when there is no such row, another worker has it, it already went out, or its attempts are used up."""
         n = t.notifications
         return self.session.execute(
             update(n).where(n.c.id == notification_id, n.c.status.in_([str(s) for s in CLAIMABLE]),
                             n.c.attempts < max_attempts)
             .values(status=str(NotificationStatus.SENDING), attempts=n.c.attempts + 1, sent_at=at,
-                    subject=subject, preview=preview, error=None)).rowcount == 1
+                    subject=subject, preview=preview, error=None)
+            .returning(n.c.attempts)).scalar_one_or_none()
 
     def settle(self, notification_id: str, *, status: NotificationStatus, at: datetime, error: str | None = None,
                from_statuses: Iterable[NotificationStatus] = (NotificationStatus.SENDING,),

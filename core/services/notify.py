@@ -36,6 +36,7 @@ from core.notifications import (
     NotDelivered,
     NotificationStatus,
     SmsSender,
+    context_fields,
     first_name,
     milestone_key,
     notification_id,
@@ -48,6 +49,7 @@ MAX_ATTEMPTS = 5
 STALE_AFTER = timedelta(minutes=10)  # far beyond an SMTP or SMS call's timeout
 
 S = NotificationStatus
+TRACKING_FIELDS = frozenset({"tracking_url", "tracking_code", "carrier"})
 
 
 def notify_milestone(order_id: str, milestone: Milestone, *, uow) -> None:
@@ -85,40 +87,47 @@ def send_notification(order_id: str, milestone: Milestone | str, channel: Channe
         if order is None:
             return "missing"
         at = now()
-        row = uow.notifications.get(order_id, key, channel)
-        if row is not None and row["status"] == S.SENDING:
-            return _surface_if_stale(row, order, uow=uow, at=at, stale_after=stale_after)
-        if row is not None and row["status"] not in CLAIMABLE:
-            return "done"
-        if row is not None and row["attempts"] >= max_attempts:
-            return "gave_up"
-        if row is None and resend:
-            return "missing"
         customer = order.customer
         to = customer.email if channel == Channel.EMAIL else customer.phone
         opted_out = customer.email_opt_out if channel == Channel.EMAIL else customer.sms_opt_out
-        message = render_message(milestone, channel, _context(order, uow=uow, links=links))
-        if opted_out or not to:
-            status = S.SKIPPED_OPT_OUT if opted_out else S.NO_ADDRESS
-            recorded = (uow.notifications.insert(id=nid, order_id=order_id, milestone=key, channel=channel,
-                                                 status=status, at=at, subject=message.subject,
-                                                 preview=message.preview) if row is None
-                        else uow.notifications.settle(nid, status=status, at=at, from_statuses=CLAIMABLE))
-            if not recorded:
+        message = render_message(milestone, channel, _context(order, milestone, channel, uow=uow, links=links))
+        # The usual case first: the row reserved with the milestone (or a support resend) is claimed straight
+        # away; the compare-and-set holds only when the row checks below would all have led to this claim.
+        attempt = None if opted_out or not to else uow.notifications.claim(
+            nid, at=at, subject=message.subject, preview=message.preview, max_attempts=max_attempts)
+        if attempt is None:
+            row = uow.notifications.get(order_id, key, channel)
+            if row is not None and row["status"] == S.SENDING:
+                return _surface_if_stale(row, order, uow=uow, at=at, stale_after=stale_after)
+            if row is not None and row["status"] not in CLAIMABLE:
                 return "done"
-            uow.timeline.add(Noted(order_id=order_id, at=at, source=SOURCE, kind="notification.skipped",
-                                   key=f"notification:{order_id}:{key}:{channel}",
-                                   details={"milestone": key, "channel": str(channel), "reason": str(status)}))
-            uow.commit()
-            return str(status)
-        claimed = (uow.notifications.insert(id=nid, order_id=order_id, milestone=key, channel=channel,
-                                            status=S.SENDING, at=at, subject=message.subject,
-                                            preview=message.preview) if row is None
-                   else uow.notifications.claim(nid, at=at, subject=message.subject, preview=message.preview,
-                                                max_attempts=max_attempts))
-        if not claimed:
-            return "in_flight"
-        attempt = 1 if row is None else row["attempts"] + 1
+            if row is not None and row["attempts"] >= max_attempts:
+                return "gave_up"
+            if row is None and resend:
+                return "missing"
+            if opted_out or not to:
+                status = S.SKIPPED_OPT_OUT if opted_out else S.NO_ADDRESS
+                recorded = (uow.notifications.insert(id=nid, order_id=order_id, milestone=key, channel=channel,
+                                                     status=status, at=at, subject=message.subject,
+                                                     preview=message.preview) if row is None
+                            else uow.notifications.settle(nid, status=status, at=at, from_statuses=CLAIMABLE))
+                if not recorded:
+                    return "done"
+                uow.timeline.add(Noted(order_id=order_id, at=at, source=SOURCE, kind="notification.skipped",
+                                       key=f"notification:{order_id}:{key}:{channel}",
+                                       details={"milestone": key, "channel": str(channel), "reason": str(status)}))
+                uow.commit()
+                return str(status)
+            if row is None:  # not reserved (a message from before reservations): claimed by inserting it
+                claimed = uow.notifications.insert(id=nid, order_id=order_id, milestone=key, channel=channel,
+                                                   status=S.SENDING, at=at, subject=message.subject,
+                                                   preview=message.preview)
+                attempt = 1 if claimed else None
+            else:  # it changed between the two statements: claimable again, so try once more
+                attempt = uow.notifications.claim(nid, at=at, subject=message.subject, preview=message.preview,
+                                                  max_attempts=max_attempts)
+            if attempt is None:
+                return "in_flight"
         number = order.number
         uow.commit()
 
@@ -221,10 +230,15 @@ def resend(order_id: str, milestone: Milestone | str, channel: Channel | str, us
     return key
 
 
-def _context(order: Order, *, uow, links: Links) -> MessageContext:
-    assets = (uow.assets.get(line.asset_id) for line in order.lines if line.asset_id)
-    preview_asset = next((asset["id"] for asset in assets if asset and asset.get("preview_key")), None)
-    tracking = uow.notifications.tracking(order.id)
+def _context(order: Order, milestone: Milestone, channel: Channel, *, uow, links: Links) -> MessageContext:
+    """What the message may say; the design preview and the tracking are looked up only when its templates
+    show them (`context_fields`): the others stay None, which those templates never read."""
+    fields = context_fields(milestone, channel)
+    preview_asset = None
+    if "preview_image_url" in fields:
+        assets = (uow.assets.get(line.asset_id) for line in order.lines if line.asset_id)
+        preview_asset = next((asset["id"] for asset in assets if asset and asset.get("preview_key")), None)
+    tracking = uow.notifications.tracking(order.id) if fields & TRACKING_FIELDS else None
     code, carrier = tracking if tracking else (None, None)
     return MessageContext(order_number=order.number, first_name=first_name(order.customer.name),
                           status_url=links.status(order.id),
