@@ -50,6 +50,7 @@ from bench.common import (
     upload_artwork,
     wait_http,
 )
+from workers.cpu import FLUSH_EVERY_S
 
 SKU = "TEE-DTG-BLK-M"
 DB_PREFIX = os.environ.get("PRESSROOM_BENCH_DB_PREFIX", "pressroom_bench")
@@ -133,25 +134,34 @@ def print_actors(before: dict[str, tuple[int, float]], after: dict[str, tuple[in
             say(f"    {actor:28} {n / max(1, orders):6.2f} {seconds / n * 1000:9.0f} {per_order:9.0f}")
 
 
-def stage_cpu_now(stack: Stack) -> dict[str, tuple[int, float]]:
-    """Per actor and scheduler job: (runs, CPU seconds) so far, as the workers recorded them (workers/cpu.py)."""
+def stage_cpu_now(stack: Stack) -> dict[str, tuple[int, float, int, int]]:
+    """Per actor and scheduler job: (runs, CPU seconds, commits, rollbacks) so far, as the workers recorded them
+    (workers/cpu.py)."""
     import redis
 
-    from workers.cpu import stage_cpu
+    from workers.cpu import stage_cpu, stage_transactions
 
-    return stage_cpu(redis.Redis.from_url(stack.redis_url))
+    client = redis.Redis.from_url(stack.redis_url)
+    transactions = stage_transactions(client)
+    return {name: (runs, seconds, *transactions.get(name, (0, 0)))
+            for name, (runs, seconds) in stage_cpu(client).items()}
 
 
-def print_stage_cpu(before: dict[str, tuple[int, float]], after: dict[str, tuple[int, float]], orders: int) -> None:
-    """CPU per order in each actor and scheduler job (the thread's own CPU time, not wall time)."""
-    rows = {a: (n - before.get(a, (0, 0.0))[0], s - before.get(a, (0, 0.0))[1]) for a, (n, s) in after.items()}
-    total = sum(seconds for _, seconds in rows.values())
-    say(f"  CPU per order by actor / scheduler job (runs per order, ms per run, ms per order; "
-        f"total {total / max(1, orders) * 1000:,.0f} ms/order):")
-    for actor, (n, seconds) in sorted(rows.items(), key=lambda item: -item[1][1]):
+def print_stage_cpu(before: dict[str, tuple[int, float, int, int]], after: dict[str, tuple[int, float, int, int]],
+                    orders: int) -> None:
+    """CPU and transactions per order in each actor and scheduler job (the thread's own CPU time, not wall
+    time; commits and rollbacks of its database transactions)."""
+    rows = {a: tuple(v - w for v, w in zip(values, before.get(a, (0, 0.0, 0, 0)), strict=True))
+            for a, values in after.items()}
+    per = max(1, orders)
+    total = sum(row[1] for row in rows.values())
+    say(f"  CPU per order by actor / scheduler job (runs per order, ms per run, ms per order, commits and "
+        f"rollbacks per order; total {total / per * 1000:,.0f} ms/order, "
+        f"{sum(row[2] for row in rows.values()) / per:.1f} commits/order):")
+    for actor, (n, seconds, commits, rollbacks) in sorted(rows.items(), key=lambda item: -item[1][1]):
         if n:
-            per_order = seconds / max(1, orders) * 1000
-            say(f"    {actor:34} {n / max(1, orders):6.2f} {seconds / n * 1000:8.1f} {per_order:8.1f}")
+            say(f"    {actor:34} {n / per:6.2f} {seconds / n * 1000:8.1f} {seconds / per * 1000:8.1f} "
+                f"{commits / per:6.2f} {rollbacks / per:6.2f}")
 
 
 def order_body(artwork_id: str, n: int, *, unique: bool) -> dict:
@@ -379,6 +389,7 @@ def run_mode(mode: str, orders: int, timeout: float, profile: str | None = None)
         submitted_s = time.time() - started
         last, counts = wait_delivered(url, accepted, timeout=timeout)
         stop_profiles(spies)
+        time.sleep(FLUSH_EVERY_S + 0.5)  # the workers write their stage totals once a second
         per_order = (commits(url) - before) / max(1, len(accepted))
         cpu = print_cpu(cpu_before, cpu_seconds(stack, url), len(accepted))
         print_actors(actors_before, actor_seconds(system), len(accepted))
