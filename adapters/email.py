@@ -57,8 +57,8 @@ class SmtpMailer:
         """The MIME message: text/plain, plus text/html as the preferred alternative when there is one.
 
         Built with the classic (compat32) `email.mime` classes: the same message as `EmailMessage` would make
-        (short-lined ASCII parts 7bit, others UTF-8 quoted-printable, RFC 2047 for a non-ASCII header), at a third of its
-        CPU (its header registry parses every header it sets).
+        (short-lined ASCII parts 7bit, others UTF-8 quoted-printable, RFC 2047 for a non-ASCII header), at a
+        third of its CPU (its header registry parses every header it sets).
 
         Raises:
             ValueError: a header value holds a line break (as `EmailMessage` raises: no header injection).
