@@ -294,7 +294,8 @@ def test_the_partners_plain_jpeg_is_stored_as_it_came_and_one_with_camera_metada
         inspect_job(job_id, uow=svc.uow(), store=svc.store, fetch_photo=lambda _p, _u, sent=sent: sent,
                     new_id=svc.ids.new, now=svc.now, rules=NO_SPOT_CHECKS)
         with svc.engine.connect() as conn:
-            photo_key = conn.execute(select(t.inspections.c.photo_key).where(t.inspections.c.job_id == job_id)).scalar_one()
+            photo_key = conn.execute(select(t.inspections.c.photo_key)
+                                     .where(t.inspections.c.job_id == job_id)).scalar_one()
         inspections[name] = (sent, svc.store.get(photo_key))
     sent, stored = inspections["plain"]
     assert stored == sent
