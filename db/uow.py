@@ -102,9 +102,13 @@ class SqlUnitOfWork:
         self.staff = StaffRepository(self.session)
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self.session.rollback()
         self.session.close()
+        if isinstance(exc, IntegrityError | StaleDataError):
+            # a statement a repository executed itself (a multi-row or combined INSERT) lost a race on a unique
+            # key: the same Conflict as at flush or commit, so the caller's answer to a concurrent writer applies
+            raise Conflict(f"Concurrent update: {type(exc).__name__}") from exc
 
     def defer(self, command: StageCommand) -> None:
         """Send `command` after the commit succeeds (dropped on rollback)."""

@@ -91,11 +91,12 @@ def place_order(cmd: PlaceOrder, *, uow, payments: Payments, ids: Ids, now: date
         _count_rejections(uow, cmd, refused.problems, now)
         raise
     except Conflict:
-        payments.void(authorization)
         with uow:  # a concurrent duplicate of this very checkout committed first: answer with it
             replay, _, _ = _replay(uow, cmd, idempotency_key, request_hash)
         if replay is None:
+            payments.void(authorization)
             raise
+        # not voided: the authorisation's key is the checkout's, so the processor gave the winner the same one
         return replay
     except BaseException:
         payments.void(authorization)
