@@ -136,16 +136,27 @@ def queue_stats(client: redis.Redis, queues: tuple[str, ...] = QUEUES) -> list[Q
     return stats
 
 
+def heartbeats(client: redis.Redis) -> dict[str, float]:
+    """Each broker's (worker process's) last command to Redis, in ms since the epoch: Dramatiq's heartbeat; a
+    worker whose heartbeat is older than the timeout is dead to the broker's maintenance."""
+    return {(w.decode() if isinstance(w, bytes) else w): score
+            for w, score in client.zrange(f"{NAMESPACE}:__heartbeats__", 0, -1, withscores=True)}
+
+
+def acks_key(worker: str, queue: str) -> str:
+    """The set of `queue`'s messages `worker` has fetched and not yet acknowledged."""
+    return f"{NAMESPACE}:__acks__.{worker}.{queue}"
+
+
 def oldest_message_at(client: redis.Redis, queue: str) -> datetime | None:
     """When the oldest message still on `queue` was sent: the head of its waiting list (first in, first out)
     or one a live worker has taken and not yet acknowledged; None when the queue holds none. Retries waiting
     out their backoff (the `.DQ` queue) are not counted."""
     name = f"{NAMESPACE}:{queue}"
-    workers = client.zrange(f"{NAMESPACE}:__heartbeats__", 0, -1)
     pipe = client.pipeline(transaction=False)
     pipe.lindex(name, 0)
-    for worker in workers:
-        pipe.smembers(f"{NAMESPACE}:__acks__.{worker.decode() if isinstance(worker, bytes) else worker}.{queue}")
+    for worker in heartbeats(client):
+        pipe.smembers(acks_key(worker, queue))
     head, *taken = pipe.execute()
     ids = {head} if head is not None else set()
     for members in taken:

@@ -38,7 +38,7 @@ import redis
 from sqlalchemy import create_engine, text
 from tqdm import tqdm
 
-from adapters.broker import NAMESPACE
+from adapters.broker import NAMESPACE, acks_key, heartbeats
 from battery.framework import Figure, could_not_run, count_figure, failures, table
 from battery.system import (
     SHARED_PG,
@@ -435,18 +435,17 @@ class HeldMessages:
 
     def __init__(self, client: redis.Redis, queue: str) -> None:
         self.client, self.queue = client, queue
-        self.acks = f"{NAMESPACE}:__acks__."
 
     def heartbeats(self) -> dict[str, float]:
-        return {w.decode(): score for w, score in self.client.zrange(f"{NAMESPACE}:__heartbeats__", 0, -1,
-                                                                     withscores=True)}
+        return heartbeats(self.client)
 
     def holding(self, actor: str, arg: str) -> dict[str, str]:
         """Message id → the worker (broker id) holding it, for every held message of `actor` given `arg` (by
         position or by name)."""
         held = {}
-        for key in self.client.scan_iter(f"{self.acks}*.{self.queue}"):
-            worker = key.decode()[len(self.acks):-len(self.queue) - 1]
+        prefix = acks_key("", self.queue).removesuffix(f".{self.queue}")
+        for key in self.client.scan_iter(acks_key("*", self.queue)):
+            worker = key.decode()[len(prefix):-len(self.queue) - 1]
             for message in self.client.smembers(key):
                 body = self.client.hget(f"{NAMESPACE}:{self.queue}.msgs", message)
                 if body and (m := json.loads(body))["actor_name"] == actor and arg in (*m["args"],
@@ -460,7 +459,7 @@ class HeldMessages:
 
         def where(message: str, worker: str) -> str:
             moved = "moved" if beats.get(worker) != beats_then.get(worker) else "still"
-            held_now = self.client.sismember(f"{self.acks}{worker}.{self.queue}", message)
+            held_now = self.client.sismember(acks_key(worker, self.queue), message)
             queued = self.client.lpos(f"{NAMESPACE}:{self.queue}", message) is not None
             return (f"{message[:8]} by {worker[:8]} (heartbeat {moved}, {'still held' if held_now else 'let go'}, "
                     f"{'on the queue' if queued else 'not queued'})")
@@ -472,7 +471,7 @@ class HeldMessages:
         """The message left `worker`'s hands without `worker` sending a command since `beats_then` (an ack is a
         command, and moves the heartbeat): the broker put it back on the queue; and the other worker took it
         (it is no longer waiting on the queue)."""
-        if self.client.sismember(f"{self.acks}{worker}.{self.queue}", message):
+        if self.client.sismember(acks_key(worker, self.queue), message):
             return False
         if self.heartbeats().get(worker, beats_then.get(worker)) != beats_then.get(worker):
             return False  # the holder is alive: it acked the message itself
