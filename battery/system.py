@@ -217,11 +217,12 @@ class SoakSystem:
         carrier = httpx.get(f"{self.stack.extra_env['EASYPOST_API_BASE'].removesuffix('/v2')}/sim/ledger",
                             timeout=30).json()
         partner = httpx.get(f"{self.stack.extra_env['PARTNER_API_BASE']}/sim/ledger", timeout=30).json()
-        mail = httpx.get(f"{self.sim_url('mail', '--http-port')}/messages", params={"limit": 10_000_000},
-                         timeout=60).json()
+        mail_url = self.sim_url("mail", "--http-port")
+        mail = httpx.get(f"{mail_url}/messages", params={"limit": 10_000_000}, timeout=60).json()
+        mail_dropped = httpx.get(f"{mail_url}/sim/ledger", timeout=30).json()["dropped"]
         sms = httpx.get(f"{self.stack.extra_env['SMS_URL']}/v1/messages", params={"limit": 10_000_000},
                         timeout=60).json()
-        return {"carrier": carrier, "partner": partner, "mail": mail, "sms": sms}
+        return {"carrier": carrier, "partner": partner, "mail": mail, "mail_dropped": mail_dropped, "sms": sms}
 
 
 def soak_env(**overrides: str) -> dict[str, str]:
@@ -394,7 +395,9 @@ def reconcile(engine, system: SoakSystem, accepted_ids: list[str]) -> list[Recon
                        unexpected=len(orders - accepted)),
         one("labels (carrier sim ledger)", labelled, bought, orders),
         one("partner jobs (partner sim ledger)", jobs, created, all_jobs),
-        one(f"e-mails (SMTP sink, by Message-ID; {len(alerts)} ops alerts apart)", sent["email"], mails,
+        one(f"e-mails (SMTP sink, by Message-ID; {len(alerts)} ops alerts apart"
+            + (f"; the sink dropped its {ledgers['mail_dropped']:,} oldest past its cap: lost not countable)"
+               if ledgers["mail_dropped"] else ")"), sent["email"], mails,
             known["email"], frozenset(doubtful["email"])),
         one("SMS (SMS sim, by idempotency key)", sent["sms"], texts, known["sms"], frozenset(doubtful["sms"])),
     ]

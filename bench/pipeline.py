@@ -69,6 +69,9 @@ class System:
 PHOTOS_KEPT = 20_000
 """Photos the partner sim keeps (its store is memory; 500 by default): a real partner keeps them for days, and a
 5,000-order soak's QA backlog outgrew 500, so its oldest prints lost their photos before QA asked."""
+MAILS_KEPT = 200_000
+"""The SMTP sink's cap (its default is 10,000): six e-mails an order, so a 5,000-order soak sends 30,000, and a
+reconciliation that reads the sink's list must find every one."""
 
 
 def start_system(stack: Stack, *, workers: int = 2, threads: int = 8) -> System:
@@ -99,7 +102,7 @@ def start_system(stack: Stack, *, workers: int = 2, threads: int = 8) -> System:
     stack.start("carrier", sys.executable, "-m", "sims.carrier", "--port", str(carrier_port), "--time-scale",
                 "10000000", "--webhook-url", f"{api_url}/webhooks/carrier/easypost")
     stack.start("mail", sys.executable, "-m", "sims.smtp_sink", "--smtp-port", str(smtp_port), "--http-port",
-                str(mail_http))
+                str(mail_http), "--max-messages", str(MAILS_KEPT))
     stack.start("sms", sys.executable, "-m", "sims.sms", "--port", str(sms_port))
     wait_http(f"{api_url}/healthz", stack.processes[0])
     return System(stack=stack, api_url=api_url, metrics_url=f"http://127.0.0.1:{prom_port}/")

@@ -8,6 +8,7 @@ HTTP (on its own port):
     GET    /messages/{id}          the message as a page (its HTML part sandboxed); JSON with `Accept: application/json`
     GET    /messages/{id}/raw      the message as received (message/rfc822)
     DELETE /messages               forget every message
+    GET    /sim/ledger             how many messages were received, are kept, and were dropped past the cap
 
 Run: python -m sims.smtp_sink --smtp-port 8025 --http-port 8026
 """
@@ -83,12 +84,21 @@ class Mailbox:
     def __init__(self, max_messages: int = 10_000) -> None:
         self._messages: deque[StoredMessage] = deque(maxlen=max_messages)
         self._next_id = 1
+        self._dropped = 0
         self._lock = threading.Lock()
+
+    def ledger(self) -> dict[str, int]:
+        """What a reconciliation needs before it trusts the list: messages dropped past the cap are not lost."""
+        with self._lock:
+            received, kept = self._next_id - 1, len(self._messages)
+        return {"received": received, "kept": kept, "cap": self._messages.maxlen or 0,
+                "dropped": self._dropped}
 
     def add(self, mail_from: str, rcpt_tos: Sequence[str], raw: bytes) -> StoredMessage:
         with self._lock:
             stored = parse(self._next_id, mail_from, rcpt_tos, raw)
             self._next_id += 1
+            self._dropped += len(self._messages) == self._messages.maxlen
             self._messages.append(stored)
         return stored
 
@@ -188,6 +198,8 @@ def _handler(mailbox: Mailbox) -> type[BaseHTTPRequestHandler]:
             query = parse_qs(url.query)
             if not parts:
                 return self._html(inbox_page(mailbox))
+            if parts == ["sim", "ledger"]:
+                return self._json(mailbox.ledger())
             if parts == ["messages"]:
                 limit = int(query.get("limit", ["100"])[0])
                 return self._json([m.summary() for m in mailbox.newest_first(to=query.get("to", [None])[0],

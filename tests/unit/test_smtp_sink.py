@@ -74,6 +74,11 @@ def test_the_oldest_messages_are_dropped_beyond_the_cap():
         for n in range(3):
             send(small, subject=f"m{n}")
         assert [m["subject"] for m in httpx.get(f"{small.http_url}/messages").json()] == ["m2", "m1"]
+        # a reconciliation reading the list must learn that one message was pushed out, not lost
+        assert httpx.get(f"{small.http_url}/sim/ledger").json() == {"received": 3, "kept": 2, "cap": 2,
+                                                                    "dropped": 1}
+        httpx.delete(f"{small.http_url}/messages")
+        assert httpx.get(f"{small.http_url}/sim/ledger").json()["dropped"] == 1  # forgetting is not dropping
 
 
 def test_it_runs_as_a_process_from_the_procfile_command():
