@@ -196,41 +196,23 @@ class OrderRepository:
         return None if row is None else {"id": row.id, "number": row.number, "status": str(row.status),
                                          "total_cents": row.total_cents, "currency": row.currency}
 
-    def replay_of(self, key: str | None, channel: str, external_id: str
-                  ) -> tuple[tuple[str, dict[str, Any]] | None, dict[str, Any] | None]:
-        """What a checkout replays, in one read: the Idempotency-Key's (request hash, response) and the summary of
-        the channel's order `external_id` (each None when absent; no key, no key's row). One row always comes back
-        (two outer joins from a one-row table); the two separate reads were one round trip more on every checkout."""
-        seen, order, _, _ = self.checkout_reads(key, channel, external_id)
-        return seen, order
-
     def checkout_reads(self, key: str | None, channel: str, external_id: str, *, customer_email: str | None = None,
                        skus: list[str] | None = None) -> tuple[tuple[str, dict[str, Any]] | None,
                                                                dict[str, Any] | None, str | None,
                                                                dict[str, list[tuple[str, int]]]]:
-        """`replay_of`, plus the id of the first customer with `customer_email` (blind index) when one is given,
-        plus `StockRepository.offers(skus)` when SKUs are given, in the same statement: each statement of a checkout
-        cost ~0.3–0.5 ms of API CPU, more than these reads' rows (the offers are joined on, one row per offer)."""
-        k, o, c, s, p = t.idempotency_keys, t.orders, t.customers, t.partner_stock, t.partners
-        one = select(literal(1).label("one")).subquery()
-        customer = (select(c.c.id).where(c.c.email_hash == keyring().blind_index(customer_email))
-                    .order_by(c.c.created_at).limit(1).scalar_subquery() if customer_email is not None
-                    else literal(None))
-        joined = (one.outerjoin(k, k.c.key == key)
-                  .outerjoin(o, and_(o.c.channel == channel, o.c.external_id == external_id)))
-        columns = [k.c.request_hash, k.c.response, o.c.id, o.c.number, o.c.status, o.c.total_cents, o.c.currency,
-                   customer.label("customer_id")]
-        query = select(*columns)
+        """What a checkout reads before it pays, in one statement: the Idempotency-Key's (request hash, response)
+        and the summary of the channel's order `external_id` (each None when absent; no key, no key's row), the id
+        of the first customer with `customer_email` (blind index) when one is given, and
+        `StockRepository.offers(skus)` when SKUs are given (joined on, one row per offer). One row always comes
+        back (outer joins from a one-row table): each statement of a checkout cost ~0.3–0.5 ms of API CPU, more
+        than these reads' rows."""
+        query = _checkout_read(customer_email is not None, bool(skus))
+        params: dict[str, Any] = {"key": key, "channel": channel, "external_id": external_id}
+        if customer_email is not None:
+            params["email_hash"] = keyring().blind_index(customer_email)
         if skus:
-            offers = (select(s.c.sku, s.c.partner_id, (s.c.on_hand - s.c.reserved).label("free"))
-                      .join(p, p.c.id == s.c.partner_id).where(s.c.sku.in_(list(skus)), p.c.active)
-                      .subquery("offers"))
-            query = (select(*columns, offers.c.sku, offers.c.partner_id, offers.c.free)
-                     .select_from(joined.outerjoin(offers, true()))
-                     .order_by(offers.c.sku, offers.c.free.desc(), offers.c.partner_id))
-        else:
-            query = query.select_from(joined)
-        rows = self.session.execute(query).all()
+            params["skus"] = list(skus)
+        rows = self.session.execute(query, params).all()
         row = rows[0]
         seen = None if row.request_hash is None else (row.request_hash, row.response)
         order = None if row.id is None else {"id": row.id, "number": row.number, "status": str(row.status),
@@ -250,6 +232,35 @@ class OrderRepository:
         if self.session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True, of=t.orders)
         return list(self.session.scalars(query))
+
+
+_CHECKOUT_READS: dict[tuple[bool, bool], Any] = {}
+
+
+def _checkout_read(with_customer: bool, with_offers: bool):
+    """`OrderRepository.checkout_reads`'s statement, built once per shape with bound parameters: building it
+    anew (three subqueries, their column collections and its cache key) cost as much API CPU as running it."""
+    statement = _CHECKOUT_READS.get((with_customer, with_offers))
+    if statement is not None:
+        return statement
+    k, o, c, s, p = t.idempotency_keys, t.orders, t.customers, t.partner_stock, t.partners
+    one = select(literal(1).label("one")).subquery()
+    customer = (select(c.c.id).where(c.c.email_hash == bindparam("email_hash")).order_by(c.c.created_at).limit(1)
+                .scalar_subquery() if with_customer else literal(None))
+    joined = (one.outerjoin(k, k.c.key == bindparam("key"))
+              .outerjoin(o, and_(o.c.channel == bindparam("channel"), o.c.external_id == bindparam("external_id"))))
+    columns = [k.c.request_hash, k.c.response, o.c.id, o.c.number, o.c.status, o.c.total_cents, o.c.currency,
+               customer.label("customer_id")]
+    if with_offers:
+        offers = (select(s.c.sku, s.c.partner_id, (s.c.on_hand - s.c.reserved).label("free"))
+                  .join(p, p.c.id == s.c.partner_id).where(s.c.sku.in_(bindparam("skus", expanding=True)), p.c.active)
+                  .subquery("offers"))
+        statement = (select(*columns, offers.c.sku, offers.c.partner_id, offers.c.free)
+                     .select_from(joined.outerjoin(offers, true()))
+                     .order_by(offers.c.sku, offers.c.free.desc(), offers.c.partner_id))
+    else:
+        statement = select(*columns).select_from(joined)
+    return _CHECKOUT_READS.setdefault((with_customer, with_offers), statement)
 
 
 class JobRepository:

@@ -94,3 +94,42 @@ def test_when_the_best_partner_sells_out_during_payment_the_order_is_reserved_an
                            .where(t.order_lines.c.order_id == result.order.id)) == second
         assert conn.scalar(select(t.stock_reservations.c.partner_id)
                            .where(t.stock_reservations.c.order_id == result.order.id)) == second
+
+
+def test_each_checkout_read_answers_for_its_own_key_order_customer_and_skus(engine):
+    # The statement is built once per shape and reused with bound parameters: no value may stick from a call before.
+    from core.services.intake import place_order
+
+    with engine.begin() as conn:
+        conn.execute(t.artworks.insert().values(id="art_reads", sha256="1" * 64, width=3000, height=1200,
+                                                source_format="PNG", bytes=1, storage_key="artwork/art_reads.png",
+                                                created_at=AT))
+        other_sku = conn.scalar(select(t.partner_stock.c.sku).where(t.partner_stock.c.sku != SKU).limit(1))
+        offers_of = {sku: sorted(conn.execute(select(t.partner_stock.c.partner_id).join(
+            t.partners, t.partners.c.id == t.partner_stock.c.partner_id).where(
+            t.partner_stock.c.sku == sku, t.partners.c.active)).scalars()) for sku in (SKU, other_sku)}
+    command = PlaceOrder(channel=Channel.STOREFRONT, external_id="SF-READS-1",
+                         customer=CustomerDetails(name="Ada Lovelace", email="ada@example.com"),
+                         shipping_address=Address(name="Ada Lovelace", line1="12 St James's Sq", city="London",
+                                                  region="LND", postal_code="SW1Y 4JH", country="GB"),
+                         shipping_speed=ShippingSpeed.STANDARD,
+                         lines=(LineRequest(sku=SKU, quantity=1, artwork_id="art_reads", texts={"name": "Ada"}),))
+    placed = place_order(command, uow=new_uow(engine), payments=SimPayments(), ids=TimeOrderedIds(), now=AT,
+                         source="test", max_quantity=10, idempotency_key="key-reads-1", request_hash="h1")
+    assert placed.created
+
+    def reads(key, external_id, email=None, skus=None):
+        with new_uow(engine) as uow:
+            return uow.orders.checkout_reads(key, "storefront", external_id, customer_email=email, skus=skus)
+
+    seen, order, customer_id, offers = reads("key-reads-1", "SF-READS-1", "ada@example.com", [SKU])
+    assert seen is not None and seen[0] == "h1" and order["id"] == placed.order.id
+    assert customer_id is not None
+    assert sorted(partner for partner, _ in offers[SKU]) == offers_of[SKU]
+    # then another checkout: another key, order, e-mail and SKU: nothing of the first comes back
+    seen, order, customer_id, offers = reads("key-reads-2", "SF-READS-2", "grace@example.com", [other_sku])
+    assert (seen, order, customer_id) == (None, None, None)
+    assert set(offers) == {other_sku} and sorted(p for p, _ in offers[other_sku]) == offers_of[other_sku]
+    # and the write transaction's re-check (no e-mail, no SKUs; no key: found by the channel's order id)
+    seen, order, customer_id, offers = reads(None, "SF-READS-1")
+    assert seen is None and order["id"] == placed.order.id and (customer_id, offers) == (None, {})
