@@ -436,7 +436,8 @@ class OrderLifecycle(RuleBasedStateMachine):
 
 
 def lifecycle_model(ctx: Context) -> list[Figure]:
-    """Run the state machine: CI size 12 examples × 25 steps (about a minute here); battery 500 × 50."""
+    """Run the state machine: 40 examples × 40 steps at "ci" size (about a minute here), 500 × 50 at "battery"
+    size (the size CI runs: tests/battery/test_lifecycle_model.py)."""
     name = "lifecycle-model"
     examples, steps = ctx.pick((40, 40), (500, 50))
     OrderLifecycle.template = Template(ctx.workdir)
