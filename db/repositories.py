@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import weakref
@@ -234,15 +235,10 @@ class OrderRepository:
         return list(self.session.scalars(query))
 
 
-_CHECKOUT_READS: dict[tuple[bool, bool], Any] = {}
-
-
+@functools.cache
 def _checkout_read(with_customer: bool, with_offers: bool):
     """`OrderRepository.checkout_reads`'s statement, built once per shape with bound parameters: building it
     anew (three subqueries, their column collections and its cache key) cost as much API CPU as running it."""
-    statement = _CHECKOUT_READS.get((with_customer, with_offers))
-    if statement is not None:
-        return statement
     k, o, c, s, p = t.idempotency_keys, t.orders, t.customers, t.partner_stock, t.partners
     one = select(literal(1).label("one")).subquery()
     customer = (select(c.c.id).where(c.c.email_hash == bindparam("email_hash")).order_by(c.c.created_at).limit(1)
@@ -255,12 +251,10 @@ def _checkout_read(with_customer: bool, with_offers: bool):
         offers = (select(s.c.sku, s.c.partner_id, (s.c.on_hand - s.c.reserved).label("free"))
                   .join(p, p.c.id == s.c.partner_id).where(s.c.sku.in_(bindparam("skus", expanding=True)), p.c.active)
                   .subquery("offers"))
-        statement = (select(*columns, offers.c.sku, offers.c.partner_id, offers.c.free)
-                     .select_from(joined.outerjoin(offers, true()))
-                     .order_by(offers.c.sku, offers.c.free.desc(), offers.c.partner_id))
-    else:
-        statement = select(*columns).select_from(joined)
-    return _CHECKOUT_READS.setdefault((with_customer, with_offers), statement)
+        return (select(*columns, offers.c.sku, offers.c.partner_id, offers.c.free)
+                .select_from(joined.outerjoin(offers, true()))
+                .order_by(offers.c.sku, offers.c.free.desc(), offers.c.partner_id))
+    return select(*columns).select_from(joined)
 
 
 class JobRepository:

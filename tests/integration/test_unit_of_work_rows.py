@@ -30,11 +30,11 @@ def new_uow(engine) -> db.SqlUnitOfWork:
 
 
 def an_order(engine) -> str:
+    artwork = f"art_{uuid.uuid4().hex[:8]}"
     with engine.begin() as conn:
-        conn.execute(t.artworks.insert().values(id=f"art_{uuid.uuid4().hex[:8]}", sha256="2" * 64, width=3000,
-                                                height=1200, source_format="PNG", bytes=1,
-                                                storage_key="artwork/a.png", created_at=AT))
-        artwork = conn.scalar(select(t.artworks.c.id).order_by(t.artworks.c.created_at.desc()).limit(1))
+        conn.execute(t.artworks.insert().values(id=artwork, sha256="2" * 64, width=3000, height=1200,
+                                                source_format="PNG", bytes=1, storage_key=f"artwork/{artwork}.png",
+                                                created_at=AT))
     command = PlaceOrder(channel=Channel.STOREFRONT, external_id=f"SF-{uuid.uuid4().hex[:10]}",
                          customer=CustomerDetails(name="Ada Lovelace", email="ada@example.com"),
                          shipping_address=Address(name="Ada Lovelace", line1="12 St James's Sq", city="London",
