@@ -13,7 +13,9 @@ from sqlalchemy.engine import make_url
 
 import db
 from adapters.passwords import hash_password
+from core.commands import Address, CustomerDetails, LineRequest, PlaceOrder
 from core.settings import Settings
+from core.states import Channel, ShippingSpeed
 from db.migrate import upgrade
 from db.seed import seed
 
@@ -22,6 +24,8 @@ PG_URL = os.environ.get("PRESSROOM_TEST_DATABASE_URL", "postgresql+psycopg2://po
 REDIS_URL = os.environ.get("PRESSROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TEST_KEYS = {"PRESSROOM_PII_KEYS": "mH4p9sB5bZyK0gkq8Q2fC6a3V1xN7uT0rLwE9dYjS4o=",
              "PRESSROOM_BLIND_INDEX_KEY": "test-blind-index-key"}
+
+MUG = "MUG-SUB-11OZ-WHT"  # a seeded SKU, stocked at several partners
 
 
 def service_missing(what: str, error: Exception) -> None:
@@ -42,6 +46,17 @@ def migrated_and_seeded(url: str) -> None:
     engine = db.make_engine(url)
     seed(engine, hash_password=hash_password)
     engine.dispose()
+
+
+def mug_checkout(artwork_id: str, *, external_id: str | None = None, name: str = "Grace Hopper",
+                 email: str = "grace@example.com") -> PlaceOrder:
+    """A storefront checkout of one personalised mug (a seeded SKU), with a new external id unless one is given."""
+    return PlaceOrder(channel=Channel.STOREFRONT, external_id=external_id or f"SF-{uuid.uuid4().hex[:10]}",
+                      customer=CustomerDetails(name=name, email=email),
+                      shipping_address=Address(name=name, line1="1 Navy Way", city="Arlington", region="VA",
+                                               postal_code="22202", country="US"),
+                      shipping_speed=ShippingSpeed.STANDARD,
+                      lines=(LineRequest(sku=MUG, quantity=1, artwork_id=artwork_id, texts={"name": name.split()[0]}),))
 
 
 @pytest.fixture

@@ -12,23 +12,16 @@ from sqlalchemy import func, insert, select, update
 import db
 from adapters.ids import TimeOrderedIds
 from adapters.payments import SimPayments
-from core.commands import Address, CustomerDetails, LineRequest, PlaceOrder
+from core.commands import PlaceOrder
 from core.errors import ValidationFailed
 from core.services.intake import place_order
-from core.states import Channel, ShippingSpeed
 from db import tables as t
-from tests.conftest import settings_for
-
-SKU = "MUG-SUB-11OZ-WHT"
+from tests.conftest import MUG as SKU
+from tests.conftest import mug_checkout, settings_for
 
 
 def checkout(artwork_id: str) -> PlaceOrder:
-    return PlaceOrder(channel=Channel.STOREFRONT, external_id=f"SF-{uuid.uuid4().hex[:10]}",
-                      customer=CustomerDetails(name="Grace Hopper", email=f"g{uuid.uuid4().hex[:6]}@example.com"),
-                      shipping_address=Address(name="Grace Hopper", line1="1 Navy Way", city="Arlington",
-                                               region="VA", postal_code="22202", country="US"),
-                      shipping_speed=ShippingSpeed.STANDARD,
-                      lines=(LineRequest(sku=SKU, quantity=1, artwork_id=artwork_id, texts={"name": "Grace"}),))
+    return mug_checkout(artwork_id, email=f"g{uuid.uuid4().hex[:6]}@example.com")
 
 
 def test_fifty_concurrent_checkouts_for_the_last_ten_units_give_ten_orders_and_forty_clean_refusals(pg_url):

@@ -13,16 +13,14 @@ from sqlalchemy import func, select
 import db
 from adapters.ids import TimeOrderedIds
 from adapters.payments import SimPayments
-from core.commands import Address, CustomerDetails, LineRequest, PlaceOrder
 from core.errors import Conflict
 from core.notifications import Milestone
 from core.services.intake import place_order
 from core.services.notify import notify_milestone
-from core.states import Channel, ShippingSpeed
 from db import tables as t
+from tests.conftest import mug_checkout
 
 AT = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-SKU = "MUG-SUB-11OZ-WHT"
 
 
 def new_uow(engine) -> db.SqlUnitOfWork:
@@ -35,12 +33,7 @@ def an_order(engine) -> str:
         conn.execute(t.artworks.insert().values(id=artwork, sha256="2" * 64, width=3000, height=1200,
                                                 source_format="PNG", bytes=1, storage_key=f"artwork/{artwork}.png",
                                                 created_at=AT))
-    command = PlaceOrder(channel=Channel.STOREFRONT, external_id=f"SF-{uuid.uuid4().hex[:10]}",
-                         customer=CustomerDetails(name="Ada Lovelace", email="ada@example.com"),
-                         shipping_address=Address(name="Ada Lovelace", line1="12 St James's Sq", city="London",
-                                                  region="LND", postal_code="SW1Y 4JH", country="GB"),
-                         shipping_speed=ShippingSpeed.STANDARD,
-                         lines=(LineRequest(sku=SKU, quantity=1, artwork_id=artwork, texts={"name": "Ada"}),))
+    command = mug_checkout(artwork, name="Ada Lovelace", email="ada@example.com")
     placed = place_order(command, uow=new_uow(engine), payments=SimPayments(), ids=TimeOrderedIds(), now=AT,
                          source="test", max_quantity=10)
     return placed.order.id

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import select, update
@@ -10,13 +9,12 @@ from sqlalchemy import select, update
 import db
 from adapters.ids import TimeOrderedIds
 from adapters.payments import SimPayments
-from core.commands import Address, CustomerDetails, LineRequest, PlaceOrder
-from core.states import Channel, ShippingSpeed
 from db import tables as t
 from db.repositories import clear_catalogue_cache
+from tests.conftest import MUG as SKU
+from tests.conftest import mug_checkout
 
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-SKU = "MUG-SUB-11OZ-WHT"
 
 
 def new_uow(engine) -> db.SqlUnitOfWork:
@@ -78,12 +76,7 @@ def test_when_the_best_partner_sells_out_during_payment_the_order_is_reserved_an
         conn.execute(t.artworks.insert().values(id="art_mug", sha256="0" * 64, width=3000, height=1200,
                                                 source_format="PNG", bytes=1, storage_key="artwork/art_mug.png",
                                                 created_at=AT))
-    command = PlaceOrder(channel=Channel.STOREFRONT, external_id=f"SF-{uuid.uuid4().hex[:10]}",
-                         customer=CustomerDetails(name="Grace Hopper", email="grace@example.com"),
-                         shipping_address=Address(name="Grace Hopper", line1="1 Navy Way", city="Arlington",
-                                                  region="VA", postal_code="22202", country="US"),
-                         shipping_speed=ShippingSpeed.STANDARD,
-                         lines=(LineRequest(sku=SKU, quantity=1, artwork_id="art_mug", texts={"name": "Grace"}),))
+    command = mug_checkout("art_mug")
     # when it sells out between checkout's read and its write
     result = place_order(command, uow=new_uow(engine), payments=StockMovesDuringPayment(engine, best),
                          ids=TimeOrderedIds(), now=AT, source="test", max_quantity=10)
@@ -108,12 +101,7 @@ def test_each_checkout_read_answers_for_its_own_key_order_customer_and_skus(engi
         offers_of = {sku: sorted(conn.execute(select(t.partner_stock.c.partner_id).join(
             t.partners, t.partners.c.id == t.partner_stock.c.partner_id).where(
             t.partner_stock.c.sku == sku, t.partners.c.active)).scalars()) for sku in (SKU, other_sku)}
-    command = PlaceOrder(channel=Channel.STOREFRONT, external_id="SF-READS-1",
-                         customer=CustomerDetails(name="Ada Lovelace", email="ada@example.com"),
-                         shipping_address=Address(name="Ada Lovelace", line1="12 St James's Sq", city="London",
-                                                  region="LND", postal_code="SW1Y 4JH", country="GB"),
-                         shipping_speed=ShippingSpeed.STANDARD,
-                         lines=(LineRequest(sku=SKU, quantity=1, artwork_id="art_reads", texts={"name": "Ada"}),))
+    command = mug_checkout("art_reads", external_id="SF-READS-1", name="Ada Lovelace", email="ada@example.com")
     placed = place_order(command, uow=new_uow(engine), payments=SimPayments(), ids=TimeOrderedIds(), now=AT,
                          source="test", max_quantity=10, idempotency_key="key-reads-1", request_hash="h1")
     assert placed.created
