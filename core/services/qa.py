@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Protocol
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -280,17 +281,33 @@ def _ask_a_human(job_id: str, *, uow, now, new_id, note: str) -> str:
 def _prepared(asset: dict, substrate: tuple[int, int, int], *, store: ObjectStore,
               references: PreparedReferences | None) -> PreparedReference:
     def make() -> PreparedReference:
-        return prepare_reference(_decode(store.get(asset["print_file_key"]), keep_alpha=True), substrate=substrate)
+        return prepare_reference(print_file_pixels(store.get(asset["print_file_key"])), substrate=substrate)
 
     if references is None:
         return make()
     return references.get_or_make(f"{asset['sha256']}:{substrate}", make)
 
 
-def _decode(data: bytes, *, keep_alpha: bool = False) -> np.ndarray:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_8_BIT_RGB, _PNG_8_BIT_RGBA = 2, 6  # IHDR colour types of the files the render stage writes
+
+
+def print_file_pixels(data: bytes) -> np.ndarray:
+    """A print file's pixels: RGBA when it has transparency (a palette's, a gray file's or its own), else RGB.
+
+    The render stage writes 8-bit RGB or RGBA PNGs. OpenCV decodes those in about three quarters of Pillow's
+    time, and without holding the GIL, so a QA worker's other thread keeps working meanwhile. Any other file
+    goes through Pillow.
+    """
+    png_8_bit = len(data) > 25 and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24] == 8
+    colour_type = data[25] if png_8_bit else None
+    if colour_type in (_PNG_8_BIT_RGB, _PNG_8_BIT_RGBA):
+        channels = 4 if colour_type == _PNG_8_BIT_RGBA else 3
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if decoded is not None and decoded.ndim == 3 and decoded.shape[2] == channels:  # else: a tRNS colour key
+            return cv2.cvtColor(decoded, cv2.COLOR_BGRA2RGBA if channels == 4 else cv2.COLOR_BGR2RGB)
     with Image.open(io.BytesIO(data)) as image:
-        mode = "RGBA" if keep_alpha and image.mode in ("RGBA", "LA", "P") else "RGB"
-        return np.asarray(image.convert(mode))
+        return np.asarray(image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB"))
 
 
 _PLAIN_JPEG_SEGMENTS = {"APP0", "APP14"}  # JFIF and Adobe's colour transform flag: no metadata in either
