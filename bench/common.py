@@ -6,6 +6,8 @@ the result. Every benchmark ends with one JSON line: {"bench": name, "ours": x, 
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -13,6 +15,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -118,9 +121,43 @@ def scratch_database(prefix: str = "pressroom_bench", server_url: str = PG_SERVE
 
 
 def flush_redis(url: str = REDIS_URL) -> None:
+    """Empty the benchmarks' Redis database, which this process then holds until it exits (`hold_redis`)."""
     import redis
 
+    hold_redis(url)
     redis.Redis.from_url(url).flushdb()
+
+
+_HELD: dict[str, Any] = {}  # Redis URL -> this process's open lock file: the lock goes with the process
+
+
+def hold_redis(url: str = REDIS_URL) -> None:
+    """Take the Redis database at `url` for this benchmark until its process ends, however it ends.
+
+    Benchmarks flush that database and keep their queues in it: a second one started beside the first
+    flushed the first one's messages (a pipeline run then waited ten minutes for the reconciler to re-drive a
+    label message an intake run had flushed). So the second one stops here, saying who holds it.
+
+    Raises:
+        SystemExit: another process holds it.
+    """
+    if url in _HELD:
+        return
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    lock = (Path(tempfile.gettempdir()) / f"pressroom-bench-redis-{digest}.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise SystemExit(f"Redis at {url} is in use by another benchmark ({holder}). Wait for it to end, or give "
+                         f"this one its own database: PRESSROOM_BENCH_REDIS_URL=redis://127.0.0.1:6379/12") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}: {' '.join(sys.argv)}")
+    lock.flush()
+    _HELD[url] = lock
 
 
 @dataclass

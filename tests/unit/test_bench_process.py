@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from bench.common import Process
 
 GRACEFUL = """
@@ -34,3 +36,30 @@ def test_a_stopped_child_gets_its_sigterm_and_ends_cleanly(tmp_path):
 
     assert popen.returncode == 0  # its SIGTERM handler ran, not the SIGKILL after the grace period
     assert marker.read_text() == "terminated"
+
+
+HOLDER = """
+import sys, time
+from bench.common import hold_redis
+hold_redis(sys.argv[1])
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_benchmark_on_the_same_redis_stops_before_flushing_the_first_ones_queues():
+    from bench.common import flush_redis, hold_redis
+
+    # given a benchmark holding a Redis database (nothing listens at this address: nothing may connect to it)
+    url = f"redis://127.0.0.1:1/{time.monotonic_ns() % 10_000}"
+    first = subprocess.Popen([sys.executable, "-c", HOLDER, url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "holding"
+        # when a second one would flush it, then it stops first, saying who holds it and what to do instead
+        with pytest.raises(SystemExit) as stopped:
+            flush_redis(url)
+        assert f"pid {first.pid}" in str(stopped.value) and "PRESSROOM_BENCH_REDIS_URL" in str(stopped.value)
+    finally:
+        first.kill()  # however the first one ends, SIGKILL included, the database is free again
+        first.wait()
+    hold_redis(url)
