@@ -83,9 +83,12 @@ def _prepare(text: str) -> str:
     return text.translate(_LOWER_CONFUSABLES)
 
 
+_NOT_ALNUM = re.compile(r"[\W_]+")  # \w is str.isalnum() or "_", in Unicode as in ASCII
+
+
 def _finish(prepared: str) -> str:
     """Read leetspeak as letters and drop everything else, so "$h.!.t" and "shit" compare equal."""
-    return "".join(ch for ch in prepared.translate(_LEET) if ch.isalnum())
+    return _NOT_ALNUM.sub("", prepared.translate(_LEET))
 
 
 def normalise_for_matching(text: str) -> str:
@@ -119,6 +122,10 @@ def _pieces(token: str) -> list[str]:
     if current:
         pieces.append("".join(current))
     return pieces
+
+
+_REPEATS = re.compile(r"(.)\1+", re.DOTALL)
+"""A letter written more than once in a row: replacing each with one copy gives `_shape(_runs(word))`."""
 
 
 def _runs(word: str) -> _Runs:
@@ -199,8 +206,8 @@ class ProhibitedWords:
             pieces = _pieces(token)
             candidates = [token, _strip_edges(token)]
             candidates += pieces + [_strip_edges(piece) for piece in pieces]
-            for candidate in candidates:
-                if found := self._match(_finish(candidate)):
+            for candidate in dict.fromkeys(map(_finish, candidates)):  # most tokens are their own pieces
+                if found := self._match(candidate):
                     return found
             stream += [(_finish(piece), _finish(_strip_edges(piece))) for piece in pieces if _finish(piece)]
         return self._find_phrase(stream) or self._find_spelled_out([piece for piece, _ in stream])
@@ -218,8 +225,11 @@ class ProhibitedWords:
         return None
 
     def _match_stem(self, stem: str, *, inflected: bool) -> str | None:
+        words = self._by_shape.get(_REPEATS.sub(r"\1", stem))  # its shape, without the runs most stems never need
+        if not words:
+            return None
         runs = _runs(stem)
-        for display, word in self._by_shape.get(_shape(runs), ()):
+        for display, word in words:
             if _stretches(runs, word, inflected=inflected):
                 return display
         return None

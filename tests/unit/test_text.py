@@ -10,9 +10,14 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from core.text import (
+    _LEET,
+    _REPEATS,
     ProhibitedWords,
     TextProblem,
     TextProblemCode,
+    _finish,
+    _runs,
+    _shape,
     check_custom_text,
     normalise_for_matching,
 )
@@ -396,3 +401,16 @@ def test_a_lone_surrogate_is_refused_rather_than_crashing():
     assert codes(problems) == [TextProblemCode.TEXT_CHARACTERS]
     assert "U+D800" in problems[0].message
     assert unicodedata.category("\ud800") == "Cs"
+
+
+@given(st.text())
+def test_the_matchers_shortcut_to_a_tokens_shape_is_the_shape_of_its_letter_runs(text):
+    # given any token / when its shape is taken in one substitution (repeated letters written once), as the
+    # matcher does before it looks a stem up / then it is the shape of the letter runs the matcher compares
+    assert _REPEATS.sub(r"\1", text) == _shape(_runs(text))
+
+
+@given(st.text())
+def test_finishing_a_token_keeps_exactly_its_letters_and_digits_after_leetspeak(text):
+    # given any text / when it is finished for matching / then exactly the characters str.isalnum() keeps remain
+    assert _finish(text) == "".join(ch for ch in text.translate(_LEET) if ch.isalnum())
