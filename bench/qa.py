@@ -31,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from core.qa import inspect, prepare_reference
+from core.services.qa import print_file_pixels
 from sims.camera import photograph as sim_photograph
 from sims.camera import pick_defect
 
@@ -296,7 +297,8 @@ def _time_pair(folder: Path, size: tuple[int, int], dpi: int, *, seed: int, runs
                tools: dict[str, list[str]] | None) -> dict[str, list[float]]:
     """One pair, every contender on the same files.
 
-    ours: decode the print PNG and the camera's JPEG, inspect (register, diff, classify), encode the heat-map.
+    ours: decode the print PNG as the QA worker does (`print_file_pixels`) and the camera's JPEG, inspect (register,
+    diff, classify), encode the heat-map.
     ours_cached_reference: the same from the working-size reference the render stage can store once per print
     file (the full file is decoded at render time, not once per photo).
     ours_prepared_reference: the photo decoded and inspected against the reference prepared once (`prepare_reference`:
@@ -318,7 +320,7 @@ def _time_pair(folder: Path, size: tuple[int, int], dpi: int, *, seed: int, runs
     photo_png.write_bytes(_encode_png(cv2.resize(photo, (width, height), interpolation=cv2.INTER_CUBIC)))
 
     def ours(reference_file: Path, reference_dpi: float) -> None:
-        result = inspect(_decode(reference_file), _decode(photo_jpg), dpi=reference_dpi)
+        result = inspect(print_file_pixels(reference_file.read_bytes()), _decode(photo_jpg), dpi=reference_dpi)
         _encode_jpeg(result.heatmap)  # stored next to the photo for the review page
 
     prepared = prepare_reference(_decode(ref_png))
@@ -330,7 +332,7 @@ def _time_pair(folder: Path, size: tuple[int, int], dpi: int, *, seed: int, runs
     row = {"ours": _timed(lambda: ours(ref_png, dpi), runs),
            "ours_cached_reference": _timed(lambda: ours(small_png, dpi / k), runs),
            "ours_prepared_reference": _timed(ours_prepared, runs),
-           "decode_only": _timed(lambda: (_decode(ref_png), _decode(photo_jpg)), runs)}
+           "decode_only": _timed(lambda: (print_file_pixels(ref_png.read_bytes()), _decode(photo_jpg)), runs)}
     images = [str(ref_png), str(photo_png)]
     if tools and "odiff" in tools:
         row["odiff_diff_image"] = _timed(lambda: _run([*tools["odiff"], *images, str(folder / "odiff.png")]), runs)
