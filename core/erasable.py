@@ -18,7 +18,11 @@ def qa_references_of(sha256: str) -> str:
     return f"{QA_REFERENCES}/{sha256}/"
 
 
+def qa_reference_name(sha256: str, substrate: tuple[int, int, int]) -> str:
+    """The name QA keeps a print file's prepared copy under: its content hash and the blank's colour."""
+    return f"{sha256}:{substrate}"
+
+
 def qa_reference_sha256(name: str) -> str:
-    """The print file's content hash in a prepared entry's name, `"<sha256>:<substrate>"` as
-    `core.services.qa._prepared` names it."""
+    """The print file's content hash in a prepared entry's name (`qa_reference_name`)."""
     return name.partition(":")[0]

@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 from core.errors import PressroomError
 from core.states import PrintMethod
+
+if TYPE_CHECKING:
+    from core.qa import PreparedReference
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +120,9 @@ class RenderedAsset:
     effective_dpi: float | None
     text_sizes_pt: Mapping[str, float]
     render_ms: float
+    qa_reference: PreparedReference | None = field(default=None, repr=False)
+    """The print file prepared for QA's inspections, when asked for: made from the canvas, the same as QA would
+    make from the decoded file, without decoding it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +183,7 @@ def render_asset(
     make_pdf: bool | None = None,
     encode_threads: int = 2,
     clock: Callable[[], float] | None = None,
+    prepare_qa_reference: bool = False,
 ) -> RenderedAsset:
     """Compose one design at full print resolution into a single canvas and encode it once.
 
@@ -191,6 +198,7 @@ def render_asset(
         make_pdf: None means "if the print method wants one" (inkjet).
         encode_threads: stripes compressed in parallel; the bytes are the same for any number.
         clock: e.g. `time.perf_counter`; without it `render_ms` is 0.
+        prepare_qa_reference: also prepare the print file for QA on the product's blank (`qa_reference`).
 
     Raises:
         RenderError: the spec, its font, or the texts cannot be rendered as asked.
@@ -211,6 +219,7 @@ def render_asset(
     png = encode_png(canvas, dpi=layout.dpi, icc_profile=icc, compress_level=compress_level,
                      threads=encode_threads)
     mode = canvas.mode
+    qa_reference = _qa_reference(canvas, colour) if prepare_qa_reference else None
     del canvas  # the PDF is made from the PNG bytes; the 300 MB canvas of a big poster can go now
     wants_pdf = method in PDF_METHODS if make_pdf is None else make_pdf
     pdf = _pdf(png, layout.dpi) if wants_pdf else None
@@ -219,8 +228,23 @@ def render_asset(
         width=layout.width, height=layout.height, dpi=layout.dpi, mode=mode, colour_profile=COLOUR_PROFILE,
         sha256=hashlib.sha256(png).hexdigest(), size_bytes=len(png), trim_px=layout.trim,
         safe_area_px=layout.safe, effective_dpi=effective_dpi, text_sizes_pt=sizes,
-        render_ms=(clock() - started) * 1000 if clock else 0.0,
+        render_ms=(clock() - started) * 1000 if clock else 0.0, qa_reference=qa_reference,
     )
+
+
+def _qa_reference(canvas: Image.Image, colour: str | None) -> PreparedReference | None:
+    """What QA prepares from this print file (`core.qa.prepare_reference`), from the pixels the PNG holds; None
+    when QA cannot use it (it says so itself when it inspects: the print file is no worse for it).
+
+    Decoding a 4500x5400 print file was half of a unique design's first inspection; the canvas is already here.
+    """
+    from core.qa import InspectionError, prepare_reference  # OpenCV loads in the render workers, not the API
+
+    try:
+        return prepare_reference(np.asarray(canvas), substrate=product_colour(colour))
+    except InspectionError as unusable:
+        logger.warning("print file not prepared for QA: %s", unusable)
+        return None
 
 
 def asset_key(template_key: str, template_version: int, artwork_sha256: str | None,

@@ -24,10 +24,11 @@ LOCK_LEASE_S = 30.0  # a render takes seconds; a dead holder's lock frees this l
 def render_asset(order_id: str) -> None:
     # PIL and the renderer load with the first render, not at a worker's boot
     from core.services.render import render_order
+    from workers.qa import shared_references
 
     c = container()
     render_order(order_id, uow=c.uow(), store=c.store, now=c.now, clock=time.perf_counter,
-                 one_at_a_time=lambda key: one_render_per_design(c, key))
+                 one_at_a_time=lambda key: one_render_per_design(c, key), references=shared_references(c.store))
 
 
 def one_render_per_design(c: Container, asset_key: str) -> AbstractContextManager[None]:

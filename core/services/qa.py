@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from core.commands import BuyLabel, RouteOrder
+from core.erasable import qa_reference_name
 from core.errors import NotAllowed, NotFound
 from core.events import Noted
 from core.flags import FeatureFlag, is_enabled
@@ -285,7 +286,7 @@ def _prepared(asset: dict, substrate: tuple[int, int, int], *, store: ObjectStor
 
     if references is None:
         return make()
-    return references.get_or_make(f"{asset['sha256']}:{substrate}", make)
+    return references.get_or_make(qa_reference_name(asset["sha256"], substrate), make)
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

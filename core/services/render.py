@@ -12,11 +12,13 @@ from typing import Any, Callable
 from PIL import Image, UnidentifiedImageError
 
 from core.commands import RouteOrder
+from core.erasable import qa_reference_name
 from core.events import EventType, Noted
 from core.notifications import Milestone
 from core.ports import ObjectStore
 from core.render import RenderError, asset_key, render_asset
 from core.services.notify import notify_milestone
+from core.services.qa import PreparedReferences
 from core.states import HoldReason, OrderStatus
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,8 @@ class Unrenderable(Exception):
 
 def render_order(order_id: str, *, uow, store: ObjectStore, now: Callable[[], datetime],
                  clock: Callable[[], float],
-                 one_at_a_time: Callable[[str], AbstractContextManager] = lambda key: nullcontext()) -> str:
+                 one_at_a_time: Callable[[str], AbstractContextManager] = lambda key: nullcontext(),
+                 references: PreparedReferences | None = None) -> str:
     """Render an order's lines (reusing cached designs) and move it to ready_for_production.
 
     Safe to run twice: it does nothing unless the order is accepted or rendering, and assets are keyed by
@@ -67,6 +70,8 @@ def render_order(order_id: str, *, uow, store: ObjectStore, now: Callable[[], da
     `one_at_a_time(asset key)` is held around the cache check and the render: the workers pass a lock shared
     between processes, so a popular design's first orders arriving together render it once and the rest hit
     the cache (without it, 8 threads each rendered the same design, 19 s apiece instead of ~2 s once).
+    `references` is where QA keeps prepared print files (`core.services.qa.inspect_job`): a new design's print
+    file is prepared there from the canvas as it is rendered, so its first inspection does not decode it.
 
     Returns:
         What happened: "missing", "skipped", "held" or "rendered".
@@ -81,7 +86,7 @@ def render_order(order_id: str, *, uow, store: ObjectStore, now: Callable[[], da
             with one_at_a_time(line.key):
                 cached = _cached(uow, line.key)
                 if not cached:
-                    _render_and_store(line, uow=uow, store=store, now=now, clock=clock)
+                    _render_and_store(line, uow=uow, store=store, now=now, clock=clock, references=references)
             hits += cached
             assets[line.line_id] = line.key
     except Unrenderable as problem:
@@ -123,7 +128,8 @@ def _cached(uow, key: str) -> bool:
     return True
 
 
-def _render_and_store(line: LineWork, *, uow, store: ObjectStore, now, clock) -> None:
+def _render_and_store(line: LineWork, *, uow, store: ObjectStore, now, clock,
+                      references: PreparedReferences | None) -> None:
     if not line.spec:
         raise Unrenderable(HoldReason.RENDER_FAILED, f"template {line.template_key} v{line.template_version} is gone")
     if line.artwork_key is None:
@@ -141,7 +147,8 @@ def _render_and_store(line: LineWork, *, uow, store: ObjectStore, now, clock) ->
     try:
         rendered = render_asset(line.spec, artwork=artwork, texts=line.texts, product_type=line.product_type,
                                 print_method=line.print_method, colour=line.colour,
-                                make_pdf=line.print_method in PDF_METHODS, clock=clock)
+                                make_pdf=line.print_method in PDF_METHODS, clock=clock,
+                                prepare_qa_reference=references is not None)
     except RenderError as broken:
         raise Unrenderable(HoldReason.RENDER_FAILED, f"line {line.line_no}: {broken.message}") from None
     finally:
@@ -155,6 +162,9 @@ def _render_and_store(line: LineWork, *, uow, store: ObjectStore, now, clock) ->
         store.put(pdf_key, rendered.pdf, content_type="application/pdf")
     preview_key = f"previews/{line.key}.{rendered.preview_content_type.split('/')[-1]}"
     store.put(preview_key, rendered.preview, content_type=rendered.preview_content_type)
+    if references is not None and rendered.qa_reference is not None:
+        name = qa_reference_name(rendered.sha256, rendered.qa_reference.substrate)
+        references.get_or_make(name, lambda: rendered.qa_reference)
     with uow:
         uow.assets.add({"id": line.key, "template_key": line.template_key, "template_version": line.template_version,
                         "artwork_id": line.artwork_id, "designer_id": None, "print_file_key": print_key,

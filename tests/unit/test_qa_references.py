@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from core.services.qa import inspect_job
+from dataclasses import fields
+
+import numpy as np
+
+from core.qa import PreparedReference, prepare_reference
+from core.services.qa import inspect_job, print_file_pixels
 from tests.unit.test_qa_stage import NO_SPOT_CHECKS, camera, printed_order
 from workers.qa import Lru
 
@@ -33,6 +38,28 @@ def test_the_second_print_of_a_design_passes_without_reading_its_print_file_agai
     # then both pass, and the print file was read and prepared once
     assert outcomes == ["passed", "passed"]
     assert store.print_file_reads == 1 and len(references) == 1
+
+
+def test_a_new_designs_first_print_is_inspected_without_decoding_its_print_file(api):
+    svc = api.services
+    # given an order of a new design, rendered as the render worker does: its print file prepared for QA
+    references = Lru(4)
+    _order_id, job_id = printed_order(api, references=references)
+    store = CountingStore(svc.store)
+    # when its print is inspected
+    outcome = inspect_job(job_id, uow=svc.uow(), store=store, fetch_photo=camera(api, job_id, None),
+                          new_id=svc.ids.new, now=svc.now, rules=NO_SPOT_CHECKS, references=references)
+    # then it passes without reading the print file, against exactly what QA would have made from that file
+    assert outcome == "passed" and store.print_file_reads == 0
+    [(name, prepared)] = [(name, references.get(name)) for name in references]
+    with svc.uow() as uow:
+        asset = uow.assets.for_line(uow.jobs.get(job_id).line_id)
+    from_file = prepare_reference(print_file_pixels(svc.store.get(asset["print_file_key"])),
+                                  substrate=prepared.substrate)
+    assert name.startswith(f"{asset['sha256']}:")
+    for field in fields(PreparedReference):
+        mine, theirs = getattr(prepared, field.name), getattr(from_file, field.name)
+        assert np.array_equal(mine, theirs) if isinstance(mine, np.ndarray) else mine == theirs, field.name
 
 
 def test_the_cache_of_prepared_print_files_forgets_the_least_recently_used():

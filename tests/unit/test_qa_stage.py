@@ -26,11 +26,13 @@ from tests.unit.test_render_stage import place
 NO_SPOT_CHECKS = QaRules(spot_checks=SpotCheckPolicy(rate=0.0, first_n_new=0))
 
 
-def printed_order(api) -> tuple[str, str]:
-    """An order rendered, at a partner and printed (moved through the domain's own transitions)."""
+def printed_order(api, references=None) -> tuple[str, str]:
+    """An order rendered (its print file prepared into `references`, as the render worker does, if given), at a
+    partner and printed (moved through the domain's own transitions)."""
     svc = api.services
     order_id = place(api)
-    render_order(order_id, uow=svc.uow(), store=svc.store, now=svc.now, clock=time.perf_counter)
+    render_order(order_id, uow=svc.uow(), store=svc.store, now=svc.now, clock=time.perf_counter,
+                 references=references)
     with svc.uow() as uow:
         order = uow.orders.get(order_id)
         [job] = uow.jobs.for_order(order_id)

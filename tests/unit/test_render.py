@@ -27,6 +27,7 @@ from core.render import (
     asset_key,
     encode_png,
     points_to_pixels,
+    product_colour,
     render_asset,
     srgb_profile_bytes,
 )
@@ -470,3 +471,32 @@ def test_any_artwork_size_fills_its_box_without_float_noise_breaking_the_resampl
     artwork = Image.new("RGB", (width, height), (10, 120, 200))
     rendered = render_asset(spec, artwork=artwork, texts={}, product_type="mug", print_method="sublimation")
     assert (rendered.width, rendered.height) == (250, 100)
+
+
+@pytest.mark.parametrize("template_key", ["mug-wrap", "cap-front"])
+def test_a_print_file_prepared_for_qa_as_it_renders_is_what_qa_makes_from_the_file(template_key):
+    from dataclasses import fields
+
+    from core.qa import PreparedReference, prepare_reference
+    from core.services.qa import print_file_pixels
+
+    # given a print file on white paper (RGB) and one for an ink-only method (transparent, RGBA)
+    item = product(template_key)
+    colour = item["variants"][0]["colour"]
+    # when it is rendered with its QA reference prepared from the canvas
+    rendered = render_catalogue(template_key, texts={}, artwork=photo(600, 400), prepare_qa_reference=True)
+    # then that reference is, array for array, what QA prepares from the decoded file on the product's blank
+    from_file = prepare_reference(print_file_pixels(rendered.print_png), substrate=product_colour(colour))
+    for field in fields(PreparedReference):
+        ours, qa = getattr(rendered.qa_reference, field.name), getattr(from_file, field.name)
+        assert np.array_equal(ours, qa) if isinstance(ours, np.ndarray) else ours == qa, field.name
+
+
+def test_a_print_file_qa_cannot_use_still_renders_without_a_qa_reference():
+    # given a template too small for QA to register a photo against (20 x 20 px)
+    spec = card_spec(print_area_in=(0.2, 0.2), box_in=(0, 0, 0.2, 0.2))
+    # when it is rendered with its QA reference asked for
+    rendered = render_asset(spec, artwork=photo(40, 40), texts={}, product_type="card", print_method="inkjet",
+                            prepare_qa_reference=True)
+    # then the print file is made, and QA will prepare (and refuse) it itself when it inspects
+    assert (rendered.width, rendered.height) == (20, 20) and rendered.qa_reference is None
