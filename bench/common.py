@@ -10,6 +10,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -200,10 +201,22 @@ class Stack:
     processes: list[Process] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def objects(self) -> Path:
+        """This run's object store, as new as its scratch database and removed with its processes.
+
+        One folder for every run let a run find the last ones' files: QA's prepared print files are kept by
+        content hash, and the unique designs are the same from run to run, so a pipeline-unique run after
+        another inspected against the earlier run's preparations (2.7 GB of files by then): 3,422 orders/hour
+        against 1,890 for the same code on an empty store.
+        """
+        database = make_url(self.database_url).database if self.database_url else None
+        return self.workdir / "objects" / (database or "none")
+
     def env(self) -> dict[str, str]:
         # The development keys (public, deterministic): a bench database holds only generated customers.
         env = {**os.environ, "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url,
-               "PYTHONPATH": str(ROOT), "OBJECT_STORE_DIR": str(self.workdir / "objects"), **self.extra_env}
+               "PYTHONPATH": str(ROOT), "OBJECT_STORE_DIR": str(self.objects), **self.extra_env}
         for name in ("PRESSROOM_ENV", "PRESSROOM_PII_KEYS", "PRESSROOM_BLIND_INDEX_KEY"):
             env.pop(name, None)
         env.pop("DRAMATIQ_PROM_PORT", None)
@@ -230,6 +243,7 @@ class Stack:
         for process in reversed(self.processes):
             process.stop()
         self.processes.clear()
+        shutil.rmtree(self.objects, ignore_errors=True)
 
 
 def wait_http(url: str, process: Process, timeout: float = 60) -> None:
