@@ -20,9 +20,9 @@ def pillow_pixels(data: bytes) -> np.ndarray:
         return np.asarray(image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB"))
 
 
-def saved(image: Image.Image, **options) -> bytes:
+def saved(image: Image.Image, file_format: str = "PNG", **options) -> bytes:
     out = io.BytesIO()
-    image.save(out, format="PNG", **options)
+    image.save(out, format=file_format, **options)
     return out.getvalue()
 
 
@@ -49,14 +49,8 @@ OTHER_FILES = {
     "gray with alpha": lambda: saved(Image.fromarray(RGB[:, :, :2].copy(), mode="LA")),
     "16-bit gray": lambda: saved(Image.fromarray(RGB[:, :, 0].astype(np.uint16) * 257)),
     "interlaced RGB": lambda: saved(Image.fromarray(RGB), interlace=1),
-    "JPEG": lambda: _jpeg(RGB),
+    "JPEG": lambda: saved(Image.fromarray(RGB), "JPEG", quality=90),
 }
-
-
-def _jpeg(pixels: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="JPEG", quality=90)
-    return out.getvalue()
 
 
 @pytest.mark.parametrize("kind", OTHER_FILES)
