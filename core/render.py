@@ -241,7 +241,8 @@ def _qa_reference(canvas: Image.Image, colour: str | None) -> PreparedReference 
     from core.qa import InspectionError, prepare_reference  # OpenCV loads in the render workers, not the API
 
     try:
-        return prepare_reference(np.asarray(canvas), substrate=product_colour(colour))
+        # a variant without a colour is judged on white, as QA reads it (None), not on the preview's grey
+        return prepare_reference(np.asarray(canvas), substrate=product_colour(colour or None))
     except InspectionError as unusable:
         logger.warning("print file not prepared for QA: %s", unusable)
         return None

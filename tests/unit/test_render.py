@@ -492,6 +492,13 @@ def test_a_print_file_prepared_for_qa_as_it_renders_is_what_qa_makes_from_the_fi
         assert np.array_equal(ours, qa) if isinstance(ours, np.ndarray) else ours == qa, field.name
 
 
+def test_a_variant_without_a_colour_is_prepared_for_qa_on_the_blank_qa_judges_it_on():
+    # given a variant with no colour (QA reads it as None and judges on white) / when rendered for QA
+    rendered = render_catalogue("mug-wrap", colour="", prepare_qa_reference=True)
+    # then its reference is on that same blank, so QA finds it under the name it looks for
+    assert rendered.qa_reference.substrate == product_colour(None)
+
+
 def test_a_print_file_qa_cannot_use_still_renders_without_a_qa_reference():
     # given a template too small for QA to register a photo against (20 x 20 px)
     spec = card_spec(print_area_in=(0.2, 0.2), box_in=(0, 0, 0.2, 0.2))
