@@ -34,7 +34,8 @@ HUMAN_REVIEW_FLAG = "qa.human_review"
 
 
 class PreparedReferences(Protocol):
-    """Prepared print files kept between inspections (the QA worker's: `workers.qa.Lru`)."""
+    """Prepared print files kept between inspections (`workers.qa.shared_references`); the render stage adds a new
+    design's as it renders it."""
 
     def get_or_make(self, key: str, make: Callable[[], PreparedReference]) -> PreparedReference:
         """The one kept under `key`, else `make()` once — concurrent callers of one key wait for it — kept."""
