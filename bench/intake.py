@@ -83,8 +83,7 @@ def in_process(n: int) -> dict:
     from sqlalchemy import event
 
     flush_redis()
-    with scratch_database(f"{DB_PREFIX}_intake") as database_url:
-        stack = Stack(database_url)
+    with scratch_database(f"{DB_PREFIX}_intake") as database_url, running(Stack(database_url)) as stack:
         for name in ("PRESSROOM_ENV", "PRESSROOM_PII_KEYS", "PRESSROOM_BLIND_INDEX_KEY"):
             os.environ.pop(name, None)
         os.environ.update({k: v for k, v in stack.env().items() if k in ("DATABASE_URL", "REDIS_URL",
