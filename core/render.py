@@ -45,6 +45,7 @@ TRANSPARENT_METHODS = frozenset({PrintMethod.DTG, PrintMethod.UV, PrintMethod.EM
 PDF_METHODS = frozenset({PrintMethod.INKJET})
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_IHDR_RGB, _IHDR_RGBA = 2, 6  # the IHDR colour types `encode_png` writes, always at 8 bits
 _STRIPE_ROWS = 256  # fixed, so the PNG bytes never depend on how many threads encoded them
 _PNG_UP_FILTER = 2
 _ADLER_BASE = 65521
@@ -298,6 +299,13 @@ def srgb_profile_bytes() -> bytes:
     return bytes(profile)
 
 
+def encoded_channels(data: bytes) -> int | None:
+    """3 or 4 when `data` begins as a PNG `encode_png` writes (8-bit RGB or RGBA), else None."""
+    if len(data) < 26 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR" or data[24] != 8:
+        return None
+    return {_IHDR_RGB: 3, _IHDR_RGBA: 4}.get(data[25])
+
+
 def encode_png(image: Image.Image, *, dpi: int, icc_profile: bytes, compress_level: int = 1,
                strategy: int = zlib.Z_RLE, threads: int = 1) -> bytes:
     """Write an RGB or RGBA PNG faster than Pillow: one cheap filter, stripes compressed in parallel.
@@ -316,7 +324,7 @@ def encode_png(image: Image.Image, *, dpi: int, icc_profile: bytes, compress_lev
     image.load()
     out = io.BytesIO()
     out.write(_PNG_SIGNATURE)
-    colour_type = 2 if image.mode == "RGB" else 6
+    colour_type = _IHDR_RGB if image.mode == "RGB" else _IHDR_RGBA
     _write_chunk(out, b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0))
     _write_chunk(out, b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile, 9))
     pixels_per_metre = round(dpi / 0.0254)

@@ -22,7 +22,7 @@ from core.notifications import Milestone
 from core.ports import ObjectStore
 from core.qa import DEFAULT as DEFAULT_TOLERANCES
 from core.qa import PreparedReference, Tolerances, inspect, prepare_reference
-from core.render import product_colour
+from core.render import encoded_channels, product_colour
 from core.sampling import SpotCheckPolicy, double_assigned, spot_check_reason
 from core.services.notify import notify_milestone
 from core.states import DefectReason, HoldReason, InspectionStatus, JobStatus, OrderStatus
@@ -290,10 +290,6 @@ def _prepared(asset: dict, substrate: tuple[int, int, int], *, store: ObjectStor
     return references.get_or_make(qa_reference_name(asset["sha256"], substrate), make)
 
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_8_BIT_RGB, _PNG_8_BIT_RGBA = 2, 6  # IHDR colour types of the files the render stage writes
-
-
 def print_file_pixels(data: bytes) -> np.ndarray:
     """A print file's pixels: RGBA when it has transparency (a palette's, a gray file's or its own), else RGB.
 
@@ -301,10 +297,8 @@ def print_file_pixels(data: bytes) -> np.ndarray:
     time, and without holding the GIL, so a QA worker's other thread keeps working meanwhile. Any other file
     goes through Pillow.
     """
-    png_8_bit = len(data) > 25 and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24] == 8
-    colour_type = data[25] if png_8_bit else None
-    if colour_type in (_PNG_8_BIT_RGB, _PNG_8_BIT_RGBA):
-        channels = 4 if colour_type == _PNG_8_BIT_RGBA else 3
+    channels = encoded_channels(data)
+    if channels:
         decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if decoded is not None and decoded.ndim == 3 and decoded.shape[2] == channels:  # else: a tRNS colour key
             return cv2.cvtColor(decoded, cv2.COLOR_BGRA2RGBA if channels == 4 else cv2.COLOR_BGR2RGB)
