@@ -80,6 +80,9 @@ class Lru(MutableMapping[K, V], Generic[K, V]):
                 self._making.pop(key, None)
         return found
 
+    def keep(self, key: K, value: V) -> None:
+        self[key] = value
+
 
 REFERENCES: Lru[str, PreparedReference] = Lru(256 * 2**20, weigh=lambda reference: reference.nbytes)
 """Prepared print files of this process, at most 256 MB of them (≈ 24 MB each at the working scale: about ten
@@ -99,6 +102,11 @@ class SharedReferences:
 
     def get_or_make(self, key: str, make: Callable[[], PreparedReference]) -> PreparedReference:
         return self.local.get_or_make(key, lambda: self.stored.load_or_make(key, make))
+
+    def keep(self, key: str, value: PreparedReference) -> None:
+        """Keep it here and store it for every other process, without first reading what the store holds."""
+        self.local.keep(key, value)
+        self.stored.save(key, value)
 
 
 def shared_references(store: ObjectStore, local: Lru[str, PreparedReference] = REFERENCES) -> SharedReferences:

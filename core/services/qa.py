@@ -40,6 +40,9 @@ class PreparedReferences(Protocol):
     def get_or_make(self, key: str, make: Callable[[], PreparedReference]) -> PreparedReference:
         """The one kept under `key`, else `make()` once — concurrent callers of one key wait for it — kept."""
 
+    def keep(self, key: str, value: PreparedReference) -> None:
+        """Keep `value` under `key`, made elsewhere (the render stage, from its canvas): nothing is looked up."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QaRules:

@@ -164,7 +164,7 @@ def _render_and_store(line: LineWork, *, uow, store: ObjectStore, now, clock,
     store.put(preview_key, rendered.preview, content_type=rendered.preview_content_type)
     if references is not None and rendered.qa_reference is not None:
         name = qa_reference_name(rendered.sha256, rendered.qa_reference.substrate)
-        references.get_or_make(name, lambda: rendered.qa_reference)
+        references.keep(name, rendered.qa_reference)
     with uow:
         uow.assets.add({"id": line.key, "template_key": line.template_key, "template_version": line.template_version,
                         "artwork_id": line.artwork_id, "designer_id": None, "print_file_key": print_key,

@@ -37,6 +37,20 @@ def test_a_worker_started_after_another_was_killed_reads_the_prepared_print_file
     assert store.print_file_reads == 1 and len(fresh) == 1
 
 
+def test_a_design_rendered_in_one_process_is_inspected_in_another_without_reading_its_print_file(api):
+    # given a new design rendered by a worker process that keeps its prepared print file for the others
+    store = CountingStore(api.services.store)
+    reads = []
+    store.get = lambda key, get=store.get: reads.append(key) or get(key)
+    _order_id, job_id = printed_order(api, references=shared_references(store, Lru(4)))
+    assert reads == []  # render only stores it: it has nothing to look up
+    # when a QA worker in another process (its own cache empty) inspects the print
+    outcome = _inspect(api, job_id, store, shared_references(store, Lru(4)))
+    # then it passes against what render stored, and the print file itself was never read
+    assert outcome == "passed" and store.print_file_reads == 0
+    assert [key for key in reads if key.endswith(".npz")] and not [key for key in reads if key.endswith(".png")]
+
+
 def test_an_unreadable_stored_print_file_is_prepared_again_and_replaced(api):
     # given a design prepared and stored by one worker process, whose stored entry is then garbage (a torn write)
     (_, first), (_, second), (_, third) = printed_order(api), printed_order(api), printed_order(api)
