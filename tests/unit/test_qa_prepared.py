@@ -20,6 +20,13 @@ def _same(a, b) -> None:
     np.testing.assert_array_equal(a.heatmap, b.heatmap)
 
 
+def assert_same_preparation(ours: PreparedReference, theirs: PreparedReference) -> None:
+    """Every field equal, arrays element for element: the same preparation, wherever it was made."""
+    for field in dataclasses.fields(PreparedReference):
+        mine, other = getattr(ours, field.name), getattr(theirs, field.name)
+        assert np.array_equal(mine, other) if isinstance(mine, np.ndarray) else mine == other, field.name
+
+
 def test_a_blot_is_judged_the_same_against_the_prepared_file_as_against_the_file():
     # given a print with an 8 mm blot, its photo, and its print file prepared once
     seed = 5

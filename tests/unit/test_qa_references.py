@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
-
-import numpy as np
-
-from core.qa import PreparedReference, prepare_reference
+from core.qa import prepare_reference
 from core.services.qa import inspect_job, print_file_pixels
+from tests.unit.test_qa_prepared import assert_same_preparation
 from tests.unit.test_qa_stage import NO_SPOT_CHECKS, camera, printed_order
 from workers.qa import Lru
 
@@ -57,9 +54,7 @@ def test_a_new_designs_first_print_is_inspected_without_decoding_its_print_file(
     from_file = prepare_reference(print_file_pixels(svc.store.get(asset["print_file_key"])),
                                   substrate=prepared.substrate)
     assert name.startswith(f"{asset['sha256']}:")
-    for field in fields(PreparedReference):
-        mine, theirs = getattr(prepared, field.name), getattr(from_file, field.name)
-        assert np.array_equal(mine, theirs) if isinstance(mine, np.ndarray) else mine == theirs, field.name
+    assert_same_preparation(prepared, from_file)
 
 
 def test_the_cache_of_prepared_print_files_forgets_the_least_recently_used():

@@ -475,10 +475,9 @@ def test_any_artwork_size_fills_its_box_without_float_noise_breaking_the_resampl
 
 @pytest.mark.parametrize("template_key", ["mug-wrap", "cap-front"])
 def test_a_print_file_prepared_for_qa_as_it_renders_is_what_qa_makes_from_the_file(template_key):
-    from dataclasses import fields
-
-    from core.qa import PreparedReference, prepare_reference
+    from core.qa import prepare_reference
     from core.services.qa import print_file_pixels
+    from tests.unit.test_qa_prepared import assert_same_preparation
 
     # given a print file on white paper (RGB) and one for an ink-only method (transparent, RGBA)
     item = product(template_key)
@@ -487,9 +486,7 @@ def test_a_print_file_prepared_for_qa_as_it_renders_is_what_qa_makes_from_the_fi
     rendered = render_catalogue(template_key, texts={}, artwork=photo(600, 400), prepare_qa_reference=True)
     # then that reference is, array for array, what QA prepares from the decoded file on the product's blank
     from_file = prepare_reference(print_file_pixels(rendered.print_png), substrate=product_colour(colour))
-    for field in fields(PreparedReference):
-        ours, qa = getattr(rendered.qa_reference, field.name), getattr(from_file, field.name)
-        assert np.array_equal(ours, qa) if isinstance(ours, np.ndarray) else ours == qa, field.name
+    assert_same_preparation(rendered.qa_reference, from_file)
 
 
 def test_a_variant_without_a_colour_is_prepared_for_qa_on_the_blank_qa_judges_it_on():
